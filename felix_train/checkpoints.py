@@ -1,0 +1,196 @@
+"""Checkpoints with UUIDs: manifests, listing, retention, and resolving a UUID anywhere.
+
+A trainer writes a checkpoint's files into a staging folder (`CheckpointManager.stage()`
+or the library's own `checkpoint-N` folder), then `commit()` hashes them, writes
+`checkpoint.json` and renames the folder to `checkpoints/<uuid>/` in one step, so a
+reader never sees a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from felix_train.errors import CheckpointNotFound
+from felix_train.jobs import JobFolder, atomic_write_json, felix_home, read_json, utcnow
+
+MANIFEST = "checkpoint.json"
+
+
+class CheckpointFile(BaseModel):
+    path: str
+    sha256: str
+    size: int
+
+
+class CheckpointManifest(BaseModel):
+    """`checkpoint.json`: what a checkpoint is and how to check its files."""
+
+    uuid: str
+    job_id: str
+    step: int
+    epoch: float | None = None
+    created_at: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    base_model: str = Field(description="The catalog id the weights derive from (never a UUID).")
+    training_type: str
+    training_algorithm: str = "sft"
+    family: str
+    files: list[CheckpointFile] = Field(default_factory=list)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_tree(root: Path) -> list[CheckpointFile]:
+    files = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files.append(CheckpointFile(path=p.relative_to(root).as_posix(), sha256=sha256_file(p), size=p.stat().st_size))
+    return files
+
+
+class CheckpointManager:
+    """One job's checkpoints."""
+
+    def __init__(self, job: JobFolder, *, base_model: str, training_type: str, family: str,
+                 training_algorithm: str = "sft", is_main: bool = True, keep_last: int = 2,
+                 best_metric: str | None = None, greater_is_better: bool = True):
+        self.job = job
+        self.base_model = base_model
+        self.training_type = training_type
+        self.training_algorithm = training_algorithm
+        self.family = family
+        self.is_main = is_main
+        self.keep_last = max(1, keep_last)
+        self.best_metric = best_metric
+        self.greater_is_better = greater_is_better
+
+    # -- writing -----------------------------------------------------------------
+    def stage(self) -> Path:
+        """A fresh empty folder on the same file system to write a checkpoint into."""
+        path = self.job.work_dir / f"staging-{uuidlib.uuid4().hex[:12]}"
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    def commit(self, staged: Path, *, step: int, epoch: float | None = None,
+               metrics: dict[str, Any] | None = None) -> CheckpointManifest | None:
+        """Turn a staged folder into `checkpoints/<uuid>/` with its manifest, then apply retention.
+
+        On a non-main rank the staged folder is discarded and None is returned.
+        """
+        staged = Path(staged)
+        if not self.is_main:
+            shutil.rmtree(staged, ignore_errors=True)
+            return None
+        manifest = CheckpointManifest(
+            uuid=str(uuidlib.uuid4()), job_id=self.job.id, step=int(step),
+            epoch=None if epoch is None else round(float(epoch), 4), created_at=utcnow(),
+            metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) or v is None},
+            base_model=self.base_model, training_type=self.training_type,
+            training_algorithm=self.training_algorithm, family=self.family, files=_hash_tree(staged),
+        )
+        atomic_write_json(staged / MANIFEST, manifest.model_dump(mode="json"))
+        self.job.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        final = self.job.checkpoints_dir / manifest.uuid
+        os.replace(staged, final)
+        self.apply_retention()
+        return manifest
+
+    def update_metrics(self, uuid: str, metrics: dict[str, Any]) -> None:
+        """Merge metrics computed after the save (e.g. an eval at the same step) into a manifest."""
+        if not self.is_main:
+            return
+        path = self.job.checkpoints_dir / uuid / MANIFEST
+        data = read_json(path)
+        if data is None:
+            return
+        data["metrics"].update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
+        atomic_write_json(path, data)
+
+    # -- reading -----------------------------------------------------------------
+    def list(self) -> list[CheckpointManifest]:
+        return list_checkpoints(self.job)
+
+    def latest(self) -> CheckpointManifest | None:
+        items = self.list()
+        return items[-1] if items else None
+
+    def best(self) -> CheckpointManifest | None:
+        if not self.best_metric:
+            return None
+        scored = [m for m in self.list() if isinstance(m.metrics.get(self.best_metric), (int, float))]
+        if not scored:
+            return None
+        key = lambda m: m.metrics[self.best_metric]  # noqa: E731
+        return max(scored, key=key) if self.greater_is_better else min(scored, key=key)
+
+    def path(self, manifest: CheckpointManifest | str) -> Path:
+        uuid = manifest if isinstance(manifest, str) else manifest.uuid
+        return self.job.checkpoints_dir / uuid
+
+    def apply_retention(self) -> list[str]:
+        """Keep the last `keep_last` checkpoints and the best one; delete the rest. Returns removed UUIDs."""
+        if not self.is_main:
+            return []
+        items = self.list()
+        keep = {m.uuid for m in items[-self.keep_last:]}
+        best = self.best()
+        if best is not None:
+            keep.add(best.uuid)
+        removed = []
+        for m in items:
+            if m.uuid not in keep:
+                shutil.rmtree(self.path(m), ignore_errors=True)
+                removed.append(m.uuid)
+        return removed
+
+
+def list_checkpoints(job: JobFolder) -> list[CheckpointManifest]:
+    """Every committed checkpoint of a job, oldest step first."""
+    out = []
+    if job.checkpoints_dir.is_dir():
+        for child in job.checkpoints_dir.iterdir():
+            data = read_json(child / MANIFEST)
+            if data:
+                out.append(CheckpointManifest.model_validate(data))
+    out.sort(key=lambda m: (m.step, m.created_at))
+    return out
+
+
+def find_checkpoint(uuid: str, home: str | os.PathLike | None = None) -> tuple[CheckpointManifest, Path]:
+    """Resolve a checkpoint UUID anywhere under `$FELIX_HOME/jobs/*/checkpoints/`."""
+    jobs_dir = felix_home(home) / "jobs"
+    uuid = uuid.lower()
+    if jobs_dir.is_dir():
+        for job_dir in jobs_dir.iterdir():
+            candidate = job_dir / "checkpoints" / uuid / MANIFEST
+            data = read_json(candidate)
+            if data:
+                return CheckpointManifest.model_validate(data), candidate.parent
+    raise CheckpointNotFound(
+        f"unknown checkpoint {uuid!r}: no job under {jobs_dir} has it; "
+        "`felix-train jobs checkpoints JOB_ID` lists a job's checkpoint UUIDs"
+    )
+
+
+def verify_checkpoint(path: Path) -> list[str]:
+    """Files whose sha256 no longer matches the manifest (empty when intact)."""
+    manifest = CheckpointManifest.model_validate(read_json(Path(path) / MANIFEST))
+    bad = []
+    for f in manifest.files:
+        p = Path(path) / f.path
+        if not p.exists() or sha256_file(p) != f.sha256:
+            bad.append(f.path)
+    return bad

@@ -1,0 +1,254 @@
+"""`felix-train` (also `python -m felix_train`): one table of commands, each importing what it needs.
+
+`felix-train SPEC` and `felix-train run SPEC` run a job. `validate`, `datasets`,
+`models` and `jobs` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    for r in rows:
+        lines.append("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+    return "\n".join(lines)
+
+
+# -- run / validate ---------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from felix_train.runner import run_job
+
+    return run_job(args.spec, job_id=args.job_id, home=args.home)
+
+
+def cmd_validate(args) -> int:
+    from felix_train.errors import SpecError
+    from felix_train.runner import _spec_exit_code
+    from felix_train.spec import load_spec
+
+    try:
+        spec = load_spec(args.spec, home=args.home, check_datasets=not args.no_datasets)
+    except SpecError as err:
+        if args.json:
+            _print_json({"detail": err.to_list()})
+        else:
+            print(str(err), file=sys.stderr)
+        return int(_spec_exit_code(err))
+    _print_json(spec.to_json())
+    return 0
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+def cmd_datasets(args) -> int:
+    from felix_train.data.registry import DatasetRegistry
+    from felix_train.errors import DatasetError
+
+    reg = DatasetRegistry(args.home)
+    try:
+        if args.action == "add":
+            m = reg.add(args.name, args.file, overwrite=args.overwrite)
+            data = m.model_dump(mode="json")
+            state = str(data.get("state"))
+            if state != "ready":
+                print(f"dataset {args.name!r} is {state}:", file=sys.stderr)
+                for e in (data.get("errors") or [])[:50]:
+                    print(f"  line {e.get('line')}: {e.get('msg')} [{e.get('type')}]", file=sys.stderr)
+                return 3
+            print(f"dataset {m.name!r} ready: {m.num_records} records, format {data.get('format')}")
+            return 0
+        if args.action == "list":
+            rows = [m.model_dump(mode="json") for m in reg.list()]
+            print(_table(rows, ["name", "state", "format", "num_records", "created_at"]))
+            return 0
+        if args.action == "show":
+            _print_json(reg.get(args.name).model_dump(mode="json"))
+            return 0
+        if args.action == "delete":
+            reg.delete(args.name)
+            print(f"dataset {args.name!r} deleted")
+            return 0
+    except DatasetError as err:
+        print(str(err), file=sys.stderr)
+        return 3
+    return 2
+
+
+# -- models ---------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from felix_train.catalog import CATALOG
+
+    if args.json:
+        _print_json([e.model_dump(mode="json") for e in CATALOG])
+        return 0
+    rows = [{"id": e.id, "family": e.family.value, "training_types": ",".join(t.value for t in e.training_types),
+             "algorithms": ",".join(a.value for a in e.algorithms), "epochs": e.default_num_epochs,
+             "source": "/".join(s.kind.value for s in e.sources)} for e in CATALOG]
+    print(_table(rows, ["id", "family", "training_types", "algorithms", "epochs", "source"]))
+    return 0
+
+
+# -- jobs -----------------------------------------------------------------------------
+
+def cmd_jobs(args) -> int:
+    from felix_train.checkpoints import list_checkpoints
+    from felix_train.errors import JobNotFound
+    from felix_train.jobs import JobFolder, JobStatus, list_jobs
+
+    try:
+        if args.action == "list":
+            rows = []
+            for s in list_jobs(args.home):
+                p = s.get("progress") or {}
+                rows.append({"id": s.get("id"), "name": s.get("name"), "status": s.get("status"),
+                             "step": f"{p.get('step', '')}/{p.get('total_steps') or ''}", "created_at": s.get("created_at")})
+            print(_table(rows, ["id", "name", "status", "step", "created_at"]))
+            return 0
+        job = JobFolder(args.id, args.home)
+        status = job.read_status()
+        if args.action == "show":
+            _print_json(status)
+        elif args.action == "logs":
+            return _follow_logs(job) if args.follow else _cat(job.log_path)
+        elif args.action == "checkpoints":
+            rows = [m.model_dump(mode="json", exclude={"files"}) for m in list_checkpoints(job)]
+            if args.json:
+                _print_json(rows)
+            else:
+                print(_table(rows, ["uuid", "step", "epoch", "created_at"]))
+        elif args.action == "stop":
+            if status.get("status") != JobStatus.RUNNING.value:
+                print(f"job {job.id} is {status.get('status')}; only a running job can be stopped", file=sys.stderr)
+                return 1
+            job.request_stop()
+            print(f"stop requested for {job.id}: it checkpoints, then ends `cancelled`")
+        elif args.action == "delete":
+            if status.get("status") == JobStatus.RUNNING.value and not args.force:
+                print(f"job {job.id} is running; stop it first (or --force)", file=sys.stderr)
+                return 1
+            job.delete()
+            print(f"job {job.id} deleted")
+        return 0
+    except (JobNotFound, ValueError) as err:
+        print(str(err), file=sys.stderr)
+        return 1
+
+
+def _cat(path: Path) -> int:
+    if path.exists():
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
+def _follow_logs(job, poll_s: float = 0.5) -> int:
+    """Print the log and follow it until the job leaves `requested`/`running`."""
+    pos = 0
+    while True:
+        if job.log_path.exists():
+            with open(job.log_path, encoding="utf-8") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+                pos = fh.tell()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        state = (job.read_status() or {}).get("status")
+        if state not in ("requested", "running"):
+            return 0
+        time.sleep(poll_s)
+
+
+# -- service (optional parts, imported only when used) ----------------------------------------
+
+def cmd_service(args) -> int:
+    import importlib
+
+    target = {"worker": "felix_train.service.worker:main", "serve": "felix_train.service.api:main",
+              "users": "felix_train.service.store:users_main"}[args.command]
+    module, func = target.split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ModuleNotFoundError, AttributeError) as err:
+        print(f"`felix-train {args.command}` is not available in this build yet ({err})", file=sys.stderr)
+        return 1
+    return fn(args.rest)
+
+
+COMMANDS = {
+    "run": {"help": "run a job to its end (also: felix-train SPEC)", "fn": cmd_run},
+    "validate": {"help": "validate a spec: the resolved spec or every error (exit 2 spec, 3 dataset)", "fn": cmd_validate},
+    "datasets": {"help": "add|list|show|delete datasets in $FELIX_HOME/datasets", "fn": cmd_datasets},
+    "models": {"help": "list the base-model catalog", "fn": cmd_models},
+    "jobs": {"help": "list|show|logs|checkpoints|stop|delete jobs in $FELIX_HOME/jobs", "fn": cmd_jobs},
+    "worker": {"help": "claim and run queued jobs", "fn": cmd_service},
+    "serve": {"help": "serve the Felix REST API", "fn": cmd_service},
+    "users": {"help": "manage API users (users add NAME)", "fn": cmd_service},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="felix-train", description="Fine-tune GLiNER2 encoders and LLMs from one job spec.")
+    parser.add_argument("--home", default=None, help="$FELIX_HOME override (default ~/.felix)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd["help"])
+        p.set_defaults(fn=cmd["fn"])
+        p.add_argument("--home", default=argparse.SUPPRESS, help="$FELIX_HOME override")
+        if name == "run":
+            p.add_argument("spec")
+            p.add_argument("--job-id", default=None, help="job folder id; the same id resumes the job")
+        elif name == "validate":
+            p.add_argument("spec")
+            p.add_argument("--json", action="store_true", help="errors as a 422-style JSON body")
+            p.add_argument("--no-datasets", action="store_true", help="skip the dataset registry checks")
+        elif name == "datasets":
+            ds = p.add_subparsers(dest="action", required=True)
+            a = ds.add_parser("add")
+            a.add_argument("name")
+            a.add_argument("file")
+            a.add_argument("--overwrite", action="store_true")
+            ds.add_parser("list")
+            ds.add_parser("show").add_argument("name")
+            ds.add_parser("delete").add_argument("name")
+        elif name == "models":
+            ms = p.add_subparsers(dest="action", required=True)
+            ms.add_parser("list").add_argument("--json", action="store_true")
+        elif name == "jobs":
+            js = p.add_subparsers(dest="action", required=True)
+            js.add_parser("list")
+            for action in ("show", "checkpoints", "stop", "delete", "logs"):
+                ap = js.add_parser(action)
+                ap.add_argument("id")
+                if action == "logs":
+                    ap.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+                if action == "checkpoints":
+                    ap.add_argument("--json", action="store_true")
+                if action == "delete":
+                    ap.add_argument("--force", action="store_true")
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `felix-train SPEC [--job-id ID]` is the run command (`python -m felix_train SPEC`).
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS and (os.path.exists(first) or first.endswith((".yaml", ".yml", ".json"))):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)

@@ -1,0 +1,198 @@
+"""The job folder: paths, statuses and atomic writes (DESIGN.md, "The job folder").
+
+This module is the contract between the runner (writes), the service (reads) and
+the CLI. It imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from felix_train.errors import JobNotFound
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+class JobStatus(str, Enum):
+    """The six lifecycle states, shared by status.json, the store and the API."""
+
+    REQUESTED = "requested"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    DEPLOYED = "deployed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.DEPLOYED)
+
+
+def felix_home(home: str | os.PathLike | None = None) -> Path:
+    """`$FELIX_HOME`, defaulting to `~/.felix`; an explicit `home` wins."""
+    if home is not None:
+        return Path(home).expanduser()
+    return Path(os.environ.get("FELIX_HOME", "~/.felix")).expanduser()
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a temp file beside `path`, fsync it, rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line with a single write (append-only files: train.log, metrics.jsonl)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not line.endswith("\n"):
+        line += "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return default
+
+
+def validate_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        raise ValueError(
+            f"job id must match {JOB_ID_PATTERN} (letters, digits, '_', '-', '.'; at most 64), got {job_id!r}"
+        )
+    return job_id
+
+
+class JobFolder:
+    """`$FELIX_HOME/jobs/<job_id>/` and the names of everything in it."""
+
+    def __init__(self, job_id: str, home: str | os.PathLike | None = None):
+        self.id = validate_job_id(job_id)
+        self.home = felix_home(home)
+        self.root = self.home / "jobs" / job_id
+
+    # -- paths ---------------------------------------------------------------
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def stop_path(self) -> Path:
+        """A stop request: its presence asks the run to checkpoint and end `cancelled`."""
+        return self.root / "STOP"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for library output (HF `output_dir`); not part of the contract."""
+        return self.root / "work"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    # -- state ---------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.status_path.exists() or self.spec_path.exists()
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.checkpoints_dir.mkdir(exist_ok=True)
+
+    def read_status(self) -> dict:
+        status = read_json(self.status_path)
+        if status is None:
+            raise JobNotFound(f"no job {self.id!r} under {self.home / 'jobs'}; `felix-train jobs list` shows the jobs")
+        return status
+
+    def write_status(self, status: dict) -> None:
+        atomic_write_json(self.status_path, status)
+
+    def read_spec(self) -> dict | None:
+        return read_json(self.spec_path)
+
+    def request_stop(self) -> None:
+        atomic_write_text(self.stop_path, utcnow() + "\n")
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def clear_stop(self) -> None:
+        try:
+            self.stop_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def delete(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=False)
+
+
+def list_jobs(home: str | os.PathLike | None = None) -> list[dict]:
+    """Every job's status.json under `$FELIX_HOME/jobs`, newest first."""
+    jobs_dir = felix_home(home) / "jobs"
+    out = []
+    if jobs_dir.is_dir():
+        for child in jobs_dir.iterdir():
+            status = read_json(child / "status.json")
+            if status:
+                out.append(status)
+    out.sort(key=lambda s: s.get("created_at") or "", reverse=True)
+    return out

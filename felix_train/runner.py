@@ -1,0 +1,274 @@
+"""One job's lifecycle: validate → resolve → run the trainer → status, exit code.
+
+`run_job(spec)` is what `python -m felix_train SPEC`, `accelerate launch -m felix_train
+SPEC` and orchestrator workers call. It catches errors once, at its edge: a failed
+job gets `failed`, its error in status.json and its traceback in train.log, and keeps
+its logs and checkpoints. Exit codes (DESIGN.md): 0 complete, 1 failed, 2 spec
+invalid, 3 dataset invalid, 4 cancelled by a stop request, 75 preempted (resumable).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import uuid
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from felix_train.catalog import Algorithm, ModelFamily, is_checkpoint_uuid
+from felix_train.checkpoints import CheckpointManager, find_checkpoint
+from felix_train.errors import DatasetError, FelixError, SpecError
+from felix_train.jobs import JobFolder, JobStatus, atomic_write_json, utcnow
+from felix_train.reporting import Reporter
+from felix_train.spec import JobSpec, ReportTo, load_spec_file, spec_from_json, validate_spec
+
+
+class ExitCode(IntEnum):
+    COMPLETE = 0
+    FAILED = 1
+    SPEC_INVALID = 2
+    DATASET_INVALID = 3
+    CANCELLED = 4
+    PREEMPTED = 75
+
+
+# Which metric picks the best checkpoint, per (family, algorithm): (name, greater_is_better).
+BEST_METRIC: dict[tuple[ModelFamily, Algorithm], tuple[str, bool]] = {
+    (ModelFamily.GLINER2, Algorithm.SFT): ("eval_f1", True),
+    (ModelFamily.CAUSAL_LM, Algorithm.SFT): ("eval_loss", False),
+    (ModelFamily.CAUSAL_LM, Algorithm.DPO): ("eval_rewards/accuracies", True),
+    (ModelFamily.CAUSAL_LM, Algorithm.GRPO): ("reward", True),
+}
+
+DATASET_ERROR_TYPES = {"dataset_not_found", "dataset_not_ready", "dataset_format_mismatch"}
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (accelerate/torchrun set RANK, WORLD_SIZE)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _spec_exit_code(err: SpecError) -> ExitCode:
+    if err.errors and all(e.type in DATASET_ERROR_TYPES for e in err.errors):
+        return ExitCode.DATASET_INVALID
+    return ExitCode.SPEC_INVALID
+
+
+def _where(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return ""
+    frame = tb[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
+
+
+def _fail_early(job: JobFolder, reporter: Reporter, err: BaseException, message: str) -> None:
+    """Record a failure before training started (spec or dataset invalid on a named job)."""
+    job.create()
+    reporter.log(message, level="ERROR")
+    status = reporter.status() or {"id": job.id, "created_at": utcnow()}
+    status.update(id=job.id, status=JobStatus.FAILED.value, finished_at=utcnow(),
+                  error={"type": type(err).__name__, "message": message, "where": _where(err),
+                         "errors": err.to_list() if hasattr(err, "to_list") else []})
+    if reporter.is_main:
+        job.write_status(status)
+
+
+def run_job(spec: str | os.PathLike | dict | JobSpec, *, job_id: str | None = None,
+            home: str | os.PathLike | None = None, echo: bool = True) -> int:
+    """Run one job to its end; returns the exit code (see `ExitCode`)."""
+    rank, world = distributed_rank()
+    is_main = rank == 0
+
+    # 1. load and validate
+    try:
+        data = spec if isinstance(spec, (dict, JobSpec)) else load_spec_file(spec)
+        if isinstance(data, JobSpec):
+            data = data.to_json()
+        data = {k: v for k, v in data.items() if k != "catalog_model"}
+        engine = data.get("engine") if isinstance(data.get("engine"), dict) else {}
+        home = home if home is not None else engine.get("home")
+        job_id = job_id or engine.get("job_id")
+        resolved = validate_spec(data, home=home)
+    except SpecError as err:
+        if is_main:
+            _say(str(err))
+        code = _spec_exit_code(err)
+        if job_id:  # a queued job: the worker and API must see why it failed
+            job = JobFolder(job_id, home)
+            _fail_early(job, Reporter(job, is_main=is_main, echo=False), err, str(err))
+        return int(code)
+
+    job_id = job_id or resolved.engine.job_id or f"job-{uuid.uuid4().hex[:12]}"
+    job = JobFolder(job_id, home)
+    reporter = Reporter(job, is_main=is_main, echo=echo and is_main,
+                        tensorboard=ReportTo.TENSORBOARD in resolved.engine.report_to)
+    try:
+        return int(_run(resolved, job, reporter, home, is_main, world))
+    finally:
+        reporter.close()
+
+
+def _reopen(job: JobFolder, resolved: JobSpec, reporter: Reporter) -> JobSpec:
+    """A rerun of an existing job keeps its stored name; a different spec is refused."""
+    stored = job.read_spec()
+    if stored is None:
+        return resolved
+    new = resolved.to_json()
+    ignore = {"name"}
+    diff = sorted(k for k in set(stored) | set(new) if k not in ignore and stored.get(k) != new.get(k))
+    engine_diff = [k for k in ("engine",) if k in diff]
+    if engine_diff:
+        # only the output locations may differ between two launches of the same job
+        a = {k: v for k, v in stored["engine"].items() if k not in ("job_id", "home")}
+        b = {k: v for k, v in new["engine"].items() if k not in ("job_id", "home")}
+        if a == b:
+            diff.remove("engine")
+    if diff:
+        raise SpecError([_item((k,), f"job {job.id} already exists with a different `{k}`; rerun it with its "
+                               "original spec to resume, or use a new job id", "job_spec_mismatch") for k in diff])
+    return spec_from_json(stored)
+
+
+def _item(loc, msg, typ):
+    from felix_train.errors import ErrorItem
+
+    return ErrorItem(loc, msg, typ)
+
+
+def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: bool, world: int) -> ExitCode:
+    from felix_train.data.registry import DatasetRegistry
+    from felix_train.models import resolve_model
+    from felix_train.trainers import get_trainer
+    from felix_train.trainers.context import (
+        Outcome, ResolvedDataset, ResolvedModel, RunControl, TrainContext,
+    )
+
+    entry = resolved.entry()
+    try:
+        resolved = _reopen(job, resolved, reporter)
+    except SpecError as err:
+        _say(str(err))
+        return ExitCode.SPEC_INVALID
+
+    if is_main:
+        job.create()
+        prior = reporter.status()
+        if prior.get("status") == JobStatus.COMPLETE.value:
+            reporter.log(f"job {job.id} is already complete; nothing to do")
+            return ExitCode.COMPLETE
+        if prior.get("status") == JobStatus.DEPLOYED.value:
+            reporter.log(f"job {job.id} is deployed; nothing to train")
+            return ExitCode.COMPLETE
+        atomic_write_json(job.spec_path, resolved.to_json())
+        base = {
+            "id": job.id, "name": resolved.name, "status": JobStatus.REQUESTED.value,
+            "created_at": prior.get("created_at") or utcnow(), "started_at": None, "finished_at": None,
+            "progress": prior.get("progress") or {"step": 0, "total_steps": None, "epoch": 0, "eta_s": None},
+            "error": None, "metrics": None, "base_model": resolved.base_model, "project_id": resolved.project_id,
+            "training_type": resolved.training_type.value, "training_algorithm": resolved.training_algorithm.value,
+            "attempts": int(prior.get("attempts") or 0),
+        }
+        job.write_status(base)
+        job.clear_stop()  # a stop request belongs to the run it was made for
+
+    metric, greater = BEST_METRIC[(entry.family, resolved.training_algorithm)]
+    manager = CheckpointManager(job, base_model=entry.id, training_type=resolved.training_type.value,
+                                family=entry.family.value, training_algorithm=resolved.training_algorithm.value,
+                                is_main=is_main, keep_last=resolved.engine.keep_last,
+                                best_metric=metric, greater_is_better=greater)
+    resume_from = manager.latest()
+    control = RunControl(job)
+    control.install_signal_handlers()
+
+    status_fields: dict[str, Any] = {}
+    try:
+        reporter.update_status(status=JobStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None,
+                               attempts=int(reporter.status().get("attempts") or 0) + 1)
+        reporter.log(f"job {job.id} ({resolved.name}): {entry.id} {resolved.training_type.value} "
+                     f"{resolved.training_algorithm.value}, {world} process(es)")
+        if resume_from is not None:
+            reporter.log(f"resuming from checkpoint {resume_from.uuid} (step {resume_from.step})")
+
+        init_manifest = init_path = None
+        if is_checkpoint_uuid(resolved.base_model):
+            init_manifest, init_path = find_checkpoint(resolved.base_model, home)
+            reporter.log(f"starting from checkpoint {init_manifest.uuid} of job {init_manifest.job_id} "
+                         f"(step {init_manifest.step})")
+        model_path = resolve_model(entry, home)
+        model = ResolvedModel(entry=entry, path=Path(model_path), init_checkpoint=init_path, init_manifest=init_manifest)
+
+        registry = DatasetRegistry(home)
+
+        def resolve_ds(name: str) -> ResolvedDataset:
+            m = registry.get(name)
+            return ResolvedDataset(name=m.name, path=registry.data_path(name), format=str(getattr(m.format, "value", m.format)),
+                                   num_records=m.num_records, columns=list(m.columns or []))
+
+        train_data = [resolve_ds(d.name) for d in resolved.datasets]
+        eval_data = resolve_ds(resolved.engine.eval.dataset) if resolved.engine.eval.dataset else None
+        for ds in train_data:
+            reporter.log(f"dataset {ds.name}: {ds.num_records} records ({ds.format})")
+        if eval_data:
+            reporter.log(f"eval dataset {eval_data.name}: {eval_data.num_records} records")
+        status_fields["data"] = {ds.name: ds.num_records for ds in train_data}
+        reporter.update_status(**status_fields)
+
+        ctx = TrainContext(spec=resolved, job=job, reporter=reporter, checkpoints=manager, control=control,
+                           model=model, train_data=train_data, eval_data=eval_data, resume_from=resume_from,
+                           is_main_process=is_main, device=_device())
+        trainer = get_trainer(entry.family, resolved.training_algorithm)
+        result = trainer(ctx)
+    except KeyboardInterrupt as err:
+        reporter.log("interrupted twice: leaving the job resumable from its last checkpoint", level="WARN")
+        reporter.update_status(status=JobStatus.REQUESTED)
+        return ExitCode.PREEMPTED
+    except BaseException as err:  # the one place errors are caught: record, keep logs and checkpoints
+        code = ExitCode.DATASET_INVALID if isinstance(err, DatasetError) else ExitCode.FAILED
+        if isinstance(err, SpecError):
+            code = _spec_exit_code(err)
+        message = str(err) if isinstance(err, FelixError) else f"{type(err).__name__}: {err}"
+        reporter.log(f"job failed: {message}", level="ERROR")
+        if not isinstance(err, FelixError):
+            reporter.log("".join(traceback.format_exception(err)), level="ERROR")
+        reporter.update_status(status=JobStatus.FAILED, finished_at=utcnow(),
+                               error={"type": type(err).__name__, "message": message, "where": _where(err),
+                                      "errors": err.to_list() if hasattr(err, "to_list") else []})
+        reporter.write_loss_plot()
+        if not isinstance(err, Exception):
+            raise
+        return code
+
+    last = result.last_checkpoint or manager.latest()
+    if result.outcome == Outcome.COMPLETE:
+        metrics = dict(result.metrics)
+        reporter.update_status(status=JobStatus.COMPLETE, finished_at=utcnow(), metrics=metrics)
+        reporter.write_loss_plot()
+        reporter.log(f"job complete: model in {job.model_dir}")
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        if summary:
+            reporter.log(f"metrics: {summary}")
+        return ExitCode.COMPLETE
+    if result.outcome == Outcome.STOPPED:
+        job.clear_stop()
+        reporter.update_status(status=JobStatus.CANCELLED, finished_at=utcnow())
+        reporter.write_loss_plot()
+        reporter.log(f"stopped on request; checkpoint {last.uuid if last else None}; status cancelled")
+        return ExitCode.CANCELLED
+    reporter.update_status(status=JobStatus.REQUESTED)
+    reporter.write_loss_plot()
+    reporter.log(f"preempted; checkpoint {last.uuid if last else None}; rerun the same spec with job id "
+                 f"{job.id} to resume")
+    return ExitCode.PREEMPTED
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

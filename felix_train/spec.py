@@ -1,0 +1,382 @@
+"""The job spec: the `POST /felix/training-jobs` body plus the engine's own section.
+
+`load_spec(path)` reads YAML or JSON; `validate_spec(data)` applies every rule of
+DESIGN.md and returns the resolved spec (defaults filled in) or raises `SpecError`
+with every problem as `{loc, msg, type}` items, like FastAPI's 422 body.
+
+Light on purpose: importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import secrets
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from felix_train.catalog import (
+    Algorithm,
+    BaseModelEntry,
+    ModelFamily,
+    TrainingType,
+    catalog_ids,
+    get_entry,
+    is_checkpoint_uuid,
+)
+from felix_train.errors import CheckpointNotFound, ErrorItem, SpecError
+from felix_train.jobs import JOB_ID_PATTERN
+from felix_train.rl_config import RL_PARAMS, DPOParams, GRPOParams, grpo_batch_errors
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,127}$"
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class LengthPolicy(str, Enum):
+    """What to do with a record longer than `engine.max_length`."""
+
+    ERROR = "error"  # refuse at validation, naming the lines and their lengths
+    TRUNCATE = "truncate"  # cut to max_length, counted and reported
+    DROP = "drop"  # leave the record out, counted and reported
+
+
+class ReportTo(str, Enum):
+    TENSORBOARD = "tensorboard"
+    WANDB = "wandb"
+    MLFLOW = "mlflow"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class DatasetRef(_Strict):
+    name: str = Field(..., pattern=DATASET_NAME_PATTERN, description="Name of a dataset in the `ready` state.")
+
+
+class LoraSpec(_Strict):
+    """LoRA adapter shape (ignored for `training_type: full`)."""
+
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha; defaults to 2 × r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt; default from the catalog (`all-linear` for LLMs, the encoder's attention/FFN for GLiNER2)."
+    )
+
+
+class EvalSpec(_Strict):
+    """Where eval data comes from and how often to evaluate."""
+
+    fraction: float = Field(0.1, ge=0, lt=1, description="Held-out fraction of the training records (0 = no eval split).")
+    dataset: str | None = Field(None, pattern=DATASET_NAME_PATTERN, description="A ready dataset to evaluate on instead of a held-out fraction.")
+    steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; default once per epoch.")
+
+
+class ExportSpec(_Strict):
+    merged: bool = Field(False, description="Also write a merged model (LoRA folded into the base) under `model/merged/`.")
+
+
+class DistributedSpec(_Strict):
+    config: str | None = Field(None, description="An accelerate config file (see configs/accelerate/).")
+    num_processes: int = Field(1, ge=1, le=1024, description="Processes for `accelerate launch` (the worker launches them).")
+
+
+class EngineSpec(_Strict):
+    """What the API leaves to the backend. Every field has a default that trains well."""
+
+    job_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="Job folder id; the same id resumes the job.")
+    home: str | None = Field(None, description="Output root; default `$FELIX_HOME` (~/.felix).")
+    seed: int = Field(42, ge=0, description="Seed for data order, splits and initialisation.")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="Per-device batch size; default from the catalog.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
+    max_length: int | None = Field(None, ge=8, le=1_000_000, description="Maximum tokens per record; default from the catalog.")
+    length_policy: LengthPolicy = Field(LengthPolicy.ERROR, description="Records over max_length: error (refuse), truncate or drop.")
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    encoder_learning_rate: float | None = Field(None, gt=0, le=1, description="GLiNER2 full training: encoder LR (default learning_rate / 50).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides num_epochs).")
+    logging_steps: int = Field(10, ge=1, description="Optimizer steps between metrics.jsonl lines.")
+    save_steps: int | None = Field(None, ge=1, description="Optimizer steps between checkpoints; default once per epoch.")
+    keep_last: int = Field(2, ge=1, le=100, description="Checkpoints kept besides the best one.")
+    report_to: list[ReportTo] = Field(default_factory=lambda: [ReportTo.TENSORBOARD], description="Trackers; TensorBoard events land in the job folder.")
+    packing: bool | Literal["auto"] = Field("auto", description="SFT packing: auto packs only where it is exact and faster.")
+    completion_only_loss: bool = Field(True, description="SFT loss on assistant turns / completions only.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (off on CPU unless asked).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+
+
+class JobSpec(_Strict):
+    """A training job: the API body (top level) and the engine section."""
+
+    base_model: str = Field(..., min_length=1, description="Catalog id (`GET /base-models`) or a checkpoint UUID.")
+    datasets: list[DatasetRef] = Field(..., min_length=1, max_length=64, description="Ready datasets, trained on together.")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="Job name; generated when absent.")
+    project_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Project the job belongs to.")
+    training_type: TrainingType = Field(TrainingType.LORA, description="`lora` (default) or `full` (GLiNER encoders only).")
+    training_algorithm: Algorithm = Field(Algorithm.SFT, description="`sft` (default), `grpo` or `dpo`.")
+    rl_config: dict[str, Any] | None = Field(None, description="Required for grpo/dpo, absent for sft; TRL-aligned keys.")
+    num_epochs: int | None = Field(None, ge=1, le=1000, description="Epochs; default per base model.")
+    learning_rate: float | None = Field(None, gt=0, le=1, description="Peak learning rate; default per base model and training type.")
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+
+    # -- filled by validate_spec ------------------------------------------------------
+    def entry(self) -> BaseModelEntry:
+        """The catalog entry of the base model (through the checkpoint for a UUID)."""
+        entry = get_entry(self.catalog_model)
+        assert entry is not None, "entry() is only valid on a resolved spec"
+        return entry
+
+    @property
+    def catalog_model(self) -> str:
+        return self.engine_meta.get("catalog_model", self.base_model)
+
+    @property
+    def engine_meta(self) -> dict:
+        return getattr(self, "_meta", {})
+
+    def rl(self) -> DPOParams | GRPOParams | None:
+        if self.rl_config is None:
+            return None
+        return RL_PARAMS[self.training_algorithm.value].model_validate(self.rl_config)
+
+    def to_json(self) -> dict:
+        data = self.model_dump(mode="json")
+        data["catalog_model"] = self.catalog_model
+        return data
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def load_spec_file(path: str | os.PathLike) -> dict:
+    """Read a YAML or JSON spec file into a dict; a parse error becomes a SpecError with the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise SpecError([ErrorItem((), f"spec file {str(path)!r} does not exist", "file_not_found")]) from err
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise SpecError([ErrorItem((), f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", "json_invalid")]) from err
+    except Exception as err:  # yaml.YAMLError carries a mark with the line
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise SpecError([ErrorItem((), f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}", "yaml_invalid")]) from err
+    if not isinstance(data, dict):
+        raise SpecError([ErrorItem((), f"{path}: a spec is a mapping of fields, got {type(data).__name__}", "model_type")])
+    return data
+
+
+# -- validation ---------------------------------------------------------------------------
+
+def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys at `loc` of a JobSpec (walking nested models)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _convert(err: ValidationError, root: type[BaseModel], prefix: tuple = ()) -> list[ErrorItem]:
+    items = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            valid = _fields_of(root, loc[:-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            msg = f"unknown field `{key}`{hint} Valid fields: {', '.join(valid)}"
+        elif e["type"] == "missing":
+            msg = f"`{loc[-1]}` is required"
+        elif e["type"] == "enum" and "expected" in (e.get("ctx") or {}):
+            msg = f"{msg}; got {e.get('input')!r}"
+        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            msg = f"{msg}; got {e.get('input')!r}"
+        items.append(ErrorItem(prefix + loc, msg, e["type"]))
+    return items
+
+
+def generate_name(base_model: str, algorithm: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{base_model.split('/')[-1][:40]}-{algorithm}-{stamp}-{secrets.token_hex(2)}"
+
+
+def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None,
+                  check_datasets: bool = True) -> JobSpec:
+    """Validate a spec and return it resolved (defaults filled in); raise SpecError listing every problem.
+
+    With `check_datasets`, every dataset must be registered, `ready` and of a format
+    the algorithm accepts (and GRPO rewards may only read columns the data has).
+    """
+    if isinstance(data, JobSpec):
+        data = data.model_dump(mode="json", exclude_none=True)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_convert(err, JobSpec)) from None
+    home = home if home is not None else spec.engine.home
+    errors: list[ErrorItem] = []
+
+    # base model: a catalog id or a checkpoint UUID
+    entry: BaseModelEntry | None = get_entry(spec.base_model)
+    checkpoint = None
+    if entry is None and is_checkpoint_uuid(spec.base_model):
+        from felix_train.checkpoints import find_checkpoint
+
+        try:
+            checkpoint, _ = find_checkpoint(spec.base_model, home)
+            entry = get_entry(checkpoint.base_model)
+        except CheckpointNotFound as err:
+            errors.append(ErrorItem(("base_model",), str(err), "unknown_checkpoint"))
+    elif entry is None:
+        close = difflib.get_close_matches(spec.base_model, catalog_ids(), n=1, cutoff=0.5)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        errors.append(ErrorItem(("base_model",), f"unknown base model {spec.base_model!r}; {hint}"
+                                f"`felix-train models list` shows the catalog: {', '.join(catalog_ids())}; "
+                                "a checkpoint UUID is accepted too", "unknown_base_model"))
+
+    algo = spec.training_algorithm
+    if entry is not None:
+        if spec.training_type not in entry.training_types:
+            what = ("decoder LLMs are LoRA-only" if entry.family == ModelFamily.CAUSAL_LM
+                    else f"{entry.id} allows {', '.join(t.value for t in entry.training_types)}")
+            errors.append(ErrorItem(("training_type",), f"`training_type: {spec.training_type.value}` is for GLiNER "
+                                    f"encoders only; {what}: set `training_type: lora`", "training_type_not_allowed"))
+        if checkpoint is not None and checkpoint.training_type != spec.training_type.value:
+            errors.append(ErrorItem(("training_type",), f"checkpoint {spec.base_model} was trained with "
+                                    f"`{checkpoint.training_type}`; a job continuing it must use the same "
+                                    f"training_type, got `{spec.training_type.value}`", "checkpoint_training_type_mismatch"))
+        if algo != Algorithm.SFT and not entry.rl_verified:
+            family_note = " (GLiNER2 encoders train with sft only)" if entry.family == ModelFamily.GLINER2 else ""
+            verified = [e.id for e in _rl_verified()]
+            errors.append(ErrorItem(("training_algorithm",), f"{entry.id} is not verified for `{algo.value}`{family_note}; "
+                                    f"use `training_algorithm: sft` or one of the RL-verified models: {', '.join(verified)}",
+                                    "model_not_rl_verified"))
+        if entry.family == ModelFamily.GLINER2 and spec.engine.packing is True:
+            errors.append(ErrorItem(("engine", "packing"), "packing applies to decoder LLM SFT only; remove it for GLiNER2",
+                                    "packing_not_supported"))
+
+    # rl_config: required for grpo/dpo, absent for sft
+    rl_params = None
+    if algo == Algorithm.SFT and spec.rl_config is not None:
+        errors.append(ErrorItem(("rl_config",), "`rl_config` must be absent for `sft`; remove it or set "
+                                "`training_algorithm: dpo` or `grpo`", "rl_config_forbidden"))
+    elif algo != Algorithm.SFT and spec.rl_config is None:
+        example = "{reward_type: numeric_match}" if algo == Algorithm.GRPO else "{beta: 0.1}"
+        errors.append(ErrorItem(("rl_config",), f"`rl_config` is required for `{algo.value}`; give at least {example}",
+                                "rl_config_required"))
+    elif algo != Algorithm.SFT:
+        if algo == Algorithm.GRPO and "reward_type" not in spec.rl_config:
+            errors.append(ErrorItem(("rl_config", "reward_type"), "`reward_type` is required for GRPO: a reward name "
+                                    "(e.g. `numeric_match`) or a list of `{type, weight, ...}`", "reward_type_required"))
+        else:
+            defaults = entry.rl_defaults.get(algo.value, {}) if entry else {}
+            try:
+                rl_params = RL_PARAMS[algo.value].model_validate({**defaults, **spec.rl_config})
+            except ValidationError as err:
+                errors.extend(_convert(err, RL_PARAMS[algo.value], prefix=("rl_config",)))
+
+    manifests = []
+    if check_datasets:
+        from felix_train.data.registry import check_datasets as _check
+
+        if entry is not None:
+            manifests, ds_errors = _check([d.name for d in spec.datasets], entry.family, algo, home=home)
+            errors.extend(ds_errors)
+            if spec.engine.eval.dataset:
+                _, ev_errors = _check([spec.engine.eval.dataset], entry.family, algo, home=home)
+                errors.extend(ErrorItem(("engine", "eval", "dataset"), e.msg, e.type) for e in ev_errors)
+
+    batch_size = spec.engine.batch_size or (entry.default_batch_size if entry else 8)
+    if isinstance(rl_params, GRPOParams):
+        from felix_train.rewards import parse_reward_type, validate_rewards
+
+        for loc, msg in grpo_batch_errors(rl_params, per_device_batch_size=batch_size,
+                                          gradient_accumulation_steps=spec.engine.gradient_accumulation_steps,
+                                          num_processes=spec.engine.distributed.num_processes):
+            errors.append(ErrorItem(loc, msg, "batch_not_divisible"))
+        columns = None
+        if manifests and all(getattr(m, "columns", None) for m in manifests):
+            columns = set.intersection(*(set(m.columns) for m in manifests))
+        try:
+            reward_specs = parse_reward_type(rl_params.reward_type)
+        except ValueError as err:
+            for suffix, msg, typ in getattr(err, "errors", None) or [((), str(err), "reward_type_invalid")]:
+                errors.append(ErrorItem(("rl_config", "reward_type", *suffix), msg, typ))
+        else:
+            for suffix, msg, typ in validate_rewards(reward_specs, columns):
+                errors.append(ErrorItem(("rl_config", "reward_type", *suffix), msg, typ))
+
+    if errors:
+        raise SpecError(errors)
+
+    # resolve: fill defaults from the catalog
+    assert entry is not None
+    updates: dict[str, Any] = {
+        "name": spec.name or generate_name(entry.id, algo.value),
+        "num_epochs": spec.num_epochs or entry.default_num_epochs,
+        "learning_rate": spec.learning_rate or entry.default_learning_rate[spec.training_type],
+    }
+    if rl_params is not None:
+        updates["rl_config"] = rl_params.model_dump(mode="json")
+    engine = spec.engine.model_copy(update={
+        "batch_size": batch_size,
+        "max_length": spec.engine.max_length or entry.default_max_length,
+        "lora": spec.engine.lora.model_copy(update={
+            "alpha": spec.engine.lora.alpha or 2 * spec.engine.lora.r,
+            "target_modules": spec.engine.lora.target_modules or entry.lora_target_modules,
+        }),
+    })
+    updates["engine"] = engine
+    resolved = spec.model_copy(update=updates)
+    object.__setattr__(resolved, "_meta", {"catalog_model": entry.id})
+    return resolved
+
+
+def _rl_verified() -> list[BaseModelEntry]:
+    from felix_train.catalog import CATALOG
+
+    return [e for e in CATALOG if e.rl_verified]
+
+
+def load_spec(path_or_data: str | os.PathLike | dict, *, home: str | os.PathLike | None = None,
+              check_datasets: bool = True) -> JobSpec:
+    """Load (YAML/JSON file or dict) and validate a spec; the resolved spec or SpecError."""
+    data = path_or_data if isinstance(path_or_data, dict) else load_spec_file(path_or_data)
+    return validate_spec(data, home=home, check_datasets=check_datasets)
+
+
+def spec_from_json(data: dict) -> JobSpec:
+    """Rebuild a resolved spec from `spec.json` (no re-validation of datasets)."""
+    data = dict(data)
+    catalog_model = data.pop("catalog_model", None)
+    spec = JobSpec.model_validate(data)
+    object.__setattr__(spec, "_meta", {"catalog_model": catalog_model or spec.base_model})
+    return spec

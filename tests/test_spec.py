@@ -1,0 +1,220 @@
+"""The job spec: every API rule, table-driven, each with its exact `loc` and error `type`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from felix_train.errors import SpecError
+from felix_train.rl_config import DPOParams, GRPOParams
+from felix_train.spec import load_spec, load_spec_file, spec_from_json, validate_spec
+
+GLINER = "felix/tiny-gliner2"
+LLM = "felix/tiny-llm"
+NOT_RL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def base(**over) -> dict:
+    spec = {"base_model": GLINER, "datasets": [{"name": "ner"}]}
+    spec.update(over)
+    return spec
+
+
+def llm(**over) -> dict:
+    return base(base_model=LLM, **over)
+
+
+def grpo(**rl) -> dict:
+    return llm(training_algorithm="grpo", rl_config={"reward_type": [{"type": "contains", "text": "42"}], **rl} if "reward_type" not in rl
+               else rl, engine={"batch_size": 8})
+
+
+# (id, spec, expected loc, expected type)
+INVALID = [
+    ("missing-base-model", {"datasets": [{"name": "x"}]}, ("base_model",), "missing"),
+    ("missing-datasets", {"base_model": GLINER}, ("datasets",), "missing"),
+    ("empty-datasets", base(datasets=[]), ("datasets",), "too_short"),
+    ("dataset-not-object", base(datasets=["ner"]), ("datasets", 0), "model_type"),
+    ("dataset-missing-name", base(datasets=[{}]), ("datasets", 0, "name"), "missing"),
+    ("dataset-extra-key", base(datasets=[{"name": "a", "split": "train"}]), ("datasets", 0, "split"), "extra_forbidden"),
+    ("dataset-traversal", base(datasets=[{"name": "../etc"}]), ("datasets", 0, "name"), "string_pattern_mismatch"),
+    ("unknown-top-key", base(learning_rat=0.1), ("learning_rat",), "extra_forbidden"),
+    ("unknown-engine-key", base(engine={"sed": 1}), ("engine", "sed"), "extra_forbidden"),
+    ("unknown-lora-key", base(engine={"lora": {"rank": 8}}), ("engine", "lora", "rank"), "extra_forbidden"),
+    ("unknown-base-model", base(base_model="bert-base-uncased"), ("base_model",), "unknown_base_model"),
+    ("empty-base-model", base(base_model=""), ("base_model",), "string_too_short"),
+    ("unknown-checkpoint-uuid", base(base_model="3f2b8c1e-1111-4222-8333-944455556666"), ("base_model",), "unknown_checkpoint"),
+    ("bad-training-type", base(training_type="qlora"), ("training_type",), "enum"),
+    ("bad-algorithm", base(training_algorithm="ppo"), ("training_algorithm",), "enum"),
+    ("full-on-llm", llm(training_type="full"), ("training_type",), "training_type_not_allowed"),
+    ("full-on-qwen", base(base_model=NOT_RL, training_type="full"), ("training_type",), "training_type_not_allowed"),
+    ("lr-zero", base(learning_rate=0), ("learning_rate",), "greater_than"),
+    ("lr-negative", base(learning_rate=-1e-4), ("learning_rate",), "greater_than"),
+    ("lr-huge", base(learning_rate=3.0), ("learning_rate",), "less_than_equal"),
+    ("lr-string", base(learning_rate="fast"), ("learning_rate",), "float_parsing"),
+    ("epochs-zero", base(num_epochs=0), ("num_epochs",), "greater_than_equal"),
+    ("epochs-float", base(num_epochs=1.5), ("num_epochs",), "int_from_float"),
+    ("bad-name", base(name="../../x"), ("name",), "string_pattern_mismatch"),
+    ("rl-config-on-sft", base(rl_config={"beta": 0.1}), ("rl_config",), "rl_config_forbidden"),
+    ("dpo-without-rl-config", llm(training_algorithm="dpo"), ("rl_config",), "rl_config_required"),
+    ("grpo-without-rl-config", llm(training_algorithm="grpo"), ("rl_config",), "rl_config_required"),
+    ("grpo-without-reward-type", llm(training_algorithm="grpo", rl_config={"beta": 0.0}), ("rl_config", "reward_type"), "reward_type_required"),
+    ("dpo-not-rl-verified", base(base_model=NOT_RL, training_algorithm="dpo", rl_config={}), ("training_algorithm",), "model_not_rl_verified"),
+    ("grpo-not-rl-verified", base(base_model=NOT_RL, training_algorithm="grpo", rl_config={"reward_type": "contains"}), ("training_algorithm",), "model_not_rl_verified"),
+    ("dpo-on-gliner", base(training_algorithm="dpo", rl_config={}), ("training_algorithm",), "model_not_rl_verified"),
+    ("dpo-unknown-key", llm(training_algorithm="dpo", rl_config={"betta": 0.1}), ("rl_config", "betta"), "extra_forbidden"),
+    ("dpo-beta-zero", llm(training_algorithm="dpo", rl_config={"beta": 0}), ("rl_config", "beta"), "greater_than"),
+    ("dpo-bad-loss-type", llm(training_algorithm="dpo", rl_config={"loss_type": "dpo++"}), ("rl_config", "loss_type", "literal['sigmoid','hinge','ipo','exo_pair','nca_pair','robust','bco_pair','sppo_hard','aot','aot_pair','apo_zero','apo_down','discopop','sft']"), "literal_error"),
+    ("dpo-label-smoothing", llm(training_algorithm="dpo", rl_config={"label_smoothing": 0.7}), ("rl_config", "label_smoothing"), "less_than"),
+    ("dpo-loss-weights-mismatch", llm(training_algorithm="dpo", rl_config={"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}), ("rl_config",), "value_error"),
+    ("grpo-num-generations-1", grpo(num_generations=1), ("rl_config", "num_generations"), "greater_than_equal"),
+    ("grpo-batch-not-divisible", grpo(num_generations=3), ("engine", "batch_size"), "batch_not_divisible"),
+    ("grpo-gen-batch-not-divisible", grpo(num_generations=4, generation_batch_size=10), ("rl_config", "generation_batch_size"), "batch_not_divisible"),
+    ("grpo-both-batch-knobs", grpo(generation_batch_size=16, steps_per_generation=2), ("rl_config",), "value_error"),
+    ("grpo-temperature-zero", grpo(temperature=0), ("rl_config", "temperature"), "greater_than"),
+    ("grpo-epsilon-high-below", grpo(epsilon=0.2, epsilon_high=0.1), ("rl_config", "epsilon_high"), "value_error"),
+    ("grpo-bad-loss-type", grpo(loss_type="ppo"), ("rl_config", "loss_type"), "literal_error"),
+    ("grpo-bad-scale-rewards", grpo(scale_rewards="yes"), ("rl_config", "scale_rewards"), "literal_error"),
+    ("grpo-unknown-key", grpo(num_generation=4), ("rl_config", "num_generation"), "extra_forbidden"),
+    ("grpo-unknown-reward", grpo(reward_type="accuracy"), ("rl_config", "reward_type"), "unknown_reward_type"),
+    ("batch-size-zero", base(engine={"batch_size": 0}), ("engine", "batch_size"), "greater_than_equal"),
+    ("bad-length-policy", base(engine={"length_policy": "ignore"}), ("engine", "length_policy"), "enum"),
+    ("max-length-tiny", base(engine={"max_length": 2}), ("engine", "max_length"), "greater_than_equal"),
+    ("eval-fraction-one", base(engine={"eval": {"fraction": 1.0}}), ("engine", "eval", "fraction"), "less_than"),
+    ("lora-rank-zero", base(engine={"lora": {"r": 0}}), ("engine", "lora", "r"), "greater_than_equal"),
+    ("lora-dropout-one", base(engine={"lora": {"dropout": 1.0}}), ("engine", "lora", "dropout"), "less_than"),
+    ("bad-report-to", base(engine={"report_to": ["comet"]}), ("engine", "report_to", 0), "enum"),
+    ("bad-job-id", base(engine={"job_id": "../../etc"}), ("engine", "job_id"), "string_pattern_mismatch"),
+    ("packing-on-gliner", base(engine={"packing": True}), ("engine", "packing"), "packing_not_supported"),
+    ("bad-precision", base(engine={"precision": "int8"}), ("engine", "precision"), "literal_error"),
+    ("num-processes-zero", base(engine={"distributed": {"num_processes": 0}}), ("engine", "distributed", "num_processes"), "greater_than_equal"),
+]
+
+
+@pytest.mark.parametrize("spec,loc,typ", [pytest.param(s, l, t, id=i) for i, s, l, t in INVALID])
+def test_invalid_spec_reports_field(spec, loc, typ, felix_home):
+    with pytest.raises(SpecError) as info:
+        validate_spec(spec, check_datasets=False)
+    found = [(tuple(e.loc), e.type) for e in info.value.errors]
+    assert (loc, typ) in found, f"expected {(loc, typ)} in {found}"
+    for e in info.value.errors:
+        assert e.msg, "every error says what is wrong"
+
+
+def test_at_least_40_invalid_cases():
+    assert len(INVALID) >= 40
+
+
+def test_unknown_key_suggests_and_lists_valid_fields():
+    with pytest.raises(SpecError) as info:
+        validate_spec(base(learning_rat=0.1), check_datasets=False)
+    msg = info.value.errors[0].msg
+    assert "did you mean `learning_rate`" in msg and "num_epochs" in msg
+
+
+def test_every_problem_reported_at_once():
+    with pytest.raises(SpecError) as info:
+        validate_spec(llm(training_type="full", rl_config={"beta": 0.1}), check_datasets=False)
+    types = {e.type for e in info.value.errors}
+    assert {"training_type_not_allowed", "rl_config_forbidden"} <= types
+
+
+def test_errors_serialise_like_fastapi_422():
+    with pytest.raises(SpecError) as info:
+        validate_spec(base(num_epochs=0), check_datasets=False)
+    body = info.value.to_list()
+    assert body == [{"loc": ["num_epochs"], "msg": body[0]["msg"], "type": "greater_than_equal"}]
+    json.dumps(body)
+
+
+def test_defaults_filled_from_catalog_and_round_trip():
+    spec = validate_spec(base(), check_datasets=False)
+    assert spec.name and spec.name.startswith("tiny-gliner2-sft-")
+    assert spec.num_epochs == 3 and spec.learning_rate == 2e-3
+    assert spec.engine.batch_size == 8 and spec.engine.max_length == 128
+    assert spec.engine.lora.alpha == 32
+    data = spec.to_json()
+    json.dumps(data)
+    again = spec_from_json(data)
+    assert again.to_json() == data
+
+
+def test_explicit_values_win():
+    spec = validate_spec(base(name="my job", num_epochs=7, learning_rate=1e-3, training_type="full"), check_datasets=False)
+    assert (spec.name, spec.num_epochs, spec.learning_rate, spec.training_type.value) == ("my job", 7, 1e-3, "full")
+
+
+def test_rl_config_defaults_follow_trl():
+    spec = validate_spec(llm(training_algorithm="dpo", rl_config={}), check_datasets=False)
+    assert spec.rl_config["beta"] == 0.1 and spec.rl_config["loss_type"] == "sigmoid"
+    assert isinstance(spec.rl(), DPOParams)
+
+
+def test_rl_defaults_match_installed_trl():
+    trl = pytest.importorskip("trl")
+    import dataclasses
+
+    for ours, theirs in ((DPOParams, trl.DPOConfig), (GRPOParams, trl.GRPOConfig)):
+        fields = {f.name: f for f in dataclasses.fields(theirs)}
+        for name, field in ours.model_fields.items():
+            if name == "reward_type":
+                continue
+            assert name in fields, f"{ours.__name__}.{name} is not a TRL {theirs.__name__} field"
+            f = fields[name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, list) and len(default) == 1:
+                default = default[0]
+            assert field.default == default, f"{name}: ours {field.default!r} vs TRL {default!r}"
+
+
+def test_grpo_batch_message_says_what_to_change():
+    with pytest.raises(SpecError) as info:
+        validate_spec(grpo(num_generations=3), check_datasets=False)
+    msg = next(e.msg for e in info.value.errors if e.type == "batch_not_divisible")
+    assert "num_generations (3)" in msg and "engine.batch_size" in msg
+
+
+def test_valid_grpo_spec():
+    spec = validate_spec(grpo(num_generations=4), check_datasets=False)
+    assert spec.rl().num_generations == 4
+
+
+def test_yaml_parse_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("base_model: x\ndatasets: [\n  - {name: a\n")
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    assert "line" in info.value.errors[0].msg and info.value.errors[0].type == "yaml_invalid"
+
+
+def test_json_and_yaml_load(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps(base()))
+    (tmp_path / "s.yaml").write_text("base_model: felix/tiny-gliner2\ndatasets:\n  - name: ner\n")
+    for name in ("s.json", "s.yaml"):
+        assert load_spec(tmp_path / name, check_datasets=False).base_model == GLINER
+
+
+def test_validate_cli_is_fast_and_never_imports_torch(tmp_path, felix_home):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""\
+        base_model: felix/tiny-gliner2
+        datasets: [{name: ner}]
+    """))
+    code = textwrap.dedent(f"""
+        import sys, time
+        t = time.perf_counter()
+        from felix_train.cli import main
+        rc = main(["validate", "--no-datasets", {str(spec)!r}])
+        assert rc == 0, rc
+        assert "torch" not in sys.modules, "validate imported torch"
+        assert "transformers" not in sys.modules
+        print("ELAPSED", time.perf_counter() - t)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ})
+    assert out.returncode == 0, out.stderr
+    elapsed = float(out.stdout.split("ELAPSED")[1])
+    assert elapsed < 1.0, f"validate took {elapsed:.2f}s"
