@@ -218,3 +218,68 @@ def test_validate_cli_is_fast_and_never_imports_torch(tmp_path, felix_home):
     assert out.returncode == 0, out.stderr
     elapsed = float(out.stdout.split("ELAPSED")[1])
     assert elapsed < 1.0, f"validate took {elapsed:.2f}s"
+
+
+# -- rules that read the dataset registry -------------------------------------------------
+
+@pytest.fixture
+def registry(felix_home, tmp_path):
+    from felix_train.data.registry import DatasetRegistry
+
+    reg = DatasetRegistry(felix_home)
+    ner = tmp_path / "ner.jsonl"
+    ner.write_text(json.dumps({"input": "Ada lives in Paris", "output": {"entities": {"person": ["Ada"], "location": ["Paris"]}}}) + "\n")
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
+    math = tmp_path / "math.jsonl"
+    math.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    reg.add("ner", ner)
+    reg.add("chat", chat)
+    reg.add("math", math)
+    reg.add("broken", broken)
+    return reg
+
+
+DATASET_INVALID = [
+    ("dataset-missing", base(datasets=[{"name": "nope"}]), ("datasets", 0, "name"), "dataset_not_found"),
+    ("dataset-failed", base(datasets=[{"name": "ner"}, {"name": "broken"}]), ("datasets", 1, "name"), "dataset_not_ready"),
+    ("dataset-wrong-format", base(datasets=[{"name": "chat"}]), ("datasets", 0, "name"), "dataset_format_mismatch"),
+    ("sft-data-for-dpo", llm(datasets=[{"name": "chat"}], training_algorithm="dpo", rl_config={}), ("datasets", 0, "name"), "dataset_format_mismatch"),
+    ("eval-dataset-missing", base(engine={"eval": {"dataset": "gone"}}), ("engine", "eval", "dataset"), "dataset_not_found"),
+    ("reward-column-missing", llm(datasets=[{"name": "math"}], training_algorithm="grpo", engine={"batch_size": 8},
+                                   rl_config={"reward_type": [{"type": "exact_match", "column": "solution"}]}),
+     ("rl_config", "reward_type", 0, "column"), "reward_column_missing"),
+]
+
+
+@pytest.mark.parametrize("spec,loc,typ", [pytest.param(s, l, t, id=i) for i, s, l, t in DATASET_INVALID])
+def test_dataset_rules(spec, loc, typ, registry, felix_home):
+    with pytest.raises(SpecError) as info:
+        validate_spec(spec, home=felix_home)
+    found = [(tuple(e.loc), e.type) for e in info.value.errors]
+    assert (loc, typ) in found, f"expected {(loc, typ)} in {found}"
+
+
+def test_valid_specs_with_registry(registry, felix_home):
+    assert validate_spec(base(), home=felix_home).datasets[0].name == "ner"
+    grpo_ok = llm(datasets=[{"name": "math"}], training_algorithm="grpo", engine={"batch_size": 8},
+                  rl_config={"reward_type": "numeric_match", "num_generations": 4})
+    assert validate_spec(grpo_ok, home=felix_home).rl().num_generations == 4
+
+
+def test_validate_cli_exit_codes(registry, felix_home, tmp_path, capsys):
+    from felix_train.cli import main
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(base()))
+    assert main(["validate", str(good)]) == 0
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps(base(datasets=[{"name": "nope"}])))
+    assert main(["validate", str(missing)]) == 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(base(num_epochs=0)))
+    capsys.readouterr()
+    assert main(["validate", "--json", str(bad)]) == 2
+    assert json.loads(capsys.readouterr().out)["detail"][0]["loc"] == ["num_epochs"]

@@ -27,7 +27,7 @@ import os
 from array import array
 from collections import Counter
 from enum import Enum
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -204,7 +204,7 @@ class _Problems(list):
 def _require(p: _Problems, obj: dict, key: str, why: str = "") -> bool:
     if key in obj:
         return True
-    p.add(ErrorType.MISSING_KEY, f"missing key `{key}`" + (f"; {why}" if why else ""))
+    p.add(ErrorType.MISSING_KEY, f"missing key `{key}`" + (f" ({why})" if why else ""))
     return False
 
 
