@@ -1,0 +1,144 @@
+"""The runner's lifecycle contract, with a fake trainer: statuses, exit codes, errors, stop/preempt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from felix_train.catalog import Algorithm, ModelFamily
+from felix_train.jobs import JobFolder, JobStatus
+from felix_train.runner import ExitCode, run_job
+from felix_train.trainers import TRAINERS
+from felix_train.trainers.context import Outcome, StopReason, TrainResult
+
+SEEN: dict = {}
+
+
+def fake_trainer(ctx):
+    """Pretends to train: 5 steps, a checkpoint per step, obeys stop/preempt, or raises on demand."""
+    SEEN["status_during_run"] = ctx.reporter.status()["status"]
+    SEEN["resume_from"] = ctx.resume_from.step if ctx.resume_from else None
+    mode = ctx.spec.name
+    start = ctx.resume_from.step if ctx.resume_from else 0
+    for step in range(start + 1, 6):
+        staged = ctx.checkpoints.stage()
+        (staged / "weights.bin").write_bytes(bytes([step]))
+        last = ctx.checkpoints.commit(staged, step=step, epoch=step / 5, metrics={"eval_f1": step / 10})
+        ctx.reporter.progress(step, 5, step / 5, force=True)
+        ctx.reporter.log_metrics(step, {"loss": 1.0 / step}, epoch=step / 5)
+        if mode == "explode" and step == 2:
+            raise RuntimeError("boom at step 2")
+        if mode == "stop" and step == 3:
+            ctx.job.request_stop()
+        if mode == "preempt" and step == 3 and start == 0:
+            ctx.control._on_signal(15, None)
+        reason = ctx.control.check()
+        if reason is not None:
+            return TrainResult(Outcome.STOPPED if reason == StopReason.STOP else Outcome.PREEMPTED, last_checkpoint=last)
+    ctx.job.model_dir.mkdir(parents=True, exist_ok=True)
+    return TrainResult(Outcome.COMPLETE, metrics={"eval_f1": 0.5, "train_loss": 0.2})
+
+
+@pytest.fixture
+def fake(monkeypatch, felix_home, tmp_path):
+    monkeypatch.setitem(TRAINERS, (ModelFamily.GLINER2, Algorithm.SFT), __name__ + ":fake_trainer")
+    monkeypatch.setattr("felix_train.runner._device", lambda: "cpu")
+    monkeypatch.setattr("felix_train.models.resolve_model", lambda entry, home=None: tmp_path)
+    data = tmp_path / "ner.jsonl"
+    data.write_text(json.dumps({"input": "Ada lives in Paris", "output": {"entities": {"person": ["Ada"]}}}) + "\n")
+    from felix_train.data.registry import DatasetRegistry
+
+    DatasetRegistry(felix_home).add("ner", data)
+    SEEN.clear()
+    return felix_home
+
+
+def spec(name: str) -> dict:
+    return {"base_model": "felix/tiny-gliner2", "datasets": [{"name": "ner"}], "name": name,
+            "engine": {"keep_last": 2, "report_to": []}}
+
+
+def test_complete(fake):
+    assert run_job(spec("ok"), job_id="j1") == ExitCode.COMPLETE
+    job = JobFolder("j1")
+    status = job.read_status()
+    assert SEEN["status_during_run"] == "running"
+    assert status["status"] == "complete" and status["metrics"]["eval_f1"] == 0.5
+    assert status["started_at"] and status["finished_at"] and status["progress"]["step"] == 5
+    assert status["data"] == {"ner": 1}
+    assert json.loads(job.spec_path.read_text())["num_epochs"] == 3  # resolved spec, defaults filled
+    assert len(job.metrics_path.read_text().splitlines()) == 5
+    assert "dataset ner: 1 records" in job.log_path.read_text()
+    assert (job.root / "loss.png").exists()
+    # retention: last 2 + best (the best is also the last here)
+    steps = sorted(json.loads((p / "checkpoint.json").read_text())["step"] for p in job.checkpoints_dir.iterdir())
+    assert steps == [4, 5]
+    # rerunning a complete job does nothing
+    assert run_job(spec("ok"), job_id="j1") == ExitCode.COMPLETE
+
+
+def test_failure_keeps_logs_and_checkpoint(fake):
+    assert run_job(spec("explode"), job_id="j2") == ExitCode.FAILED
+    job = JobFolder("j2")
+    status = job.read_status()
+    assert status["status"] == "failed"
+    assert status["error"]["type"] == "RuntimeError" and "boom at step 2" in status["error"]["message"]
+    assert "test_runner.py" in status["error"]["where"]
+    assert "boom at step 2" in job.log_path.read_text()
+    assert len(list(job.checkpoints_dir.iterdir())) == 2
+
+
+def test_stop_request_cancels(fake):
+    assert run_job(spec("stop"), job_id="j3") == ExitCode.CANCELLED
+    job = JobFolder("j3")
+    assert job.read_status()["status"] == "cancelled"
+    assert not job.stop_requested(), "the stop request is consumed"
+
+
+def test_preempt_then_resume(fake):
+    assert run_job(spec("preempt"), job_id="j4") == ExitCode.PREEMPTED
+    job = JobFolder("j4")
+    assert job.read_status()["status"] == "requested"
+    assert run_job(spec("preempt"), job_id="j4") == ExitCode.COMPLETE
+    assert SEEN["resume_from"] == 3
+    assert job.read_status()["attempts"] == 2
+
+
+def test_rerun_with_different_spec_is_refused(fake):
+    assert run_job(spec("ok"), job_id="j5") == ExitCode.COMPLETE
+    other = spec("ok")
+    other["num_epochs"] = 9
+    assert run_job(other, job_id="j5") == ExitCode.SPEC_INVALID
+
+
+def test_invalid_spec_exit_2_and_named_job_marked_failed(fake):
+    bad = spec("ok")
+    bad["learning_rate"] = -1
+    assert run_job(bad) == ExitCode.SPEC_INVALID
+    assert run_job(bad, job_id="j6") == ExitCode.SPEC_INVALID
+    status = JobFolder("j6").read_status()
+    assert status["status"] == "failed" and status["error"]["errors"][0]["loc"] == ["learning_rate"]
+
+
+def test_missing_dataset_exit_3(fake):
+    s = spec("ok")
+    s["datasets"] = [{"name": "nope"}]
+    assert run_job(s, job_id="j7") == ExitCode.DATASET_INVALID
+    assert JobFolder("j7").read_status()["status"] == JobStatus.FAILED.value
+
+
+def test_jobs_cli(fake, capsys):
+    from felix_train.cli import main
+
+    assert run_job(spec("ok"), job_id="j8") == 0
+    capsys.readouterr()
+    assert main(["jobs", "list"]) == 0 and "j8" in capsys.readouterr().out
+    assert main(["jobs", "checkpoints", "j8", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["step"] for r in rows] == [4, 5] and all(len(r["uuid"]) == 36 for r in rows)
+    assert main(["jobs", "logs", "j8"]) == 0 and "job complete" in capsys.readouterr().out
+    assert main(["jobs", "stop", "j8"]) == 1  # not running
+    assert main(["jobs", "delete", "j8"]) == 0
+    assert not JobFolder("j8").root.exists()
+    assert main(["jobs", "show", "j8"]) == 1
