@@ -172,20 +172,36 @@ def _follow_logs(job, poll_s: float = 0.5) -> int:
         time.sleep(poll_s)
 
 
-# -- service (optional parts, imported only when used) ----------------------------------------
+# -- service (its own argument parsers; imported only when used) ---------------------------
 
-def cmd_service(args) -> int:
+SERVICE_COMMANDS = {
+    "worker": "felix_train.service.worker:main",
+    "serve": "felix_train.service.api:main",
+    "users": "felix_train.service.store:users_main",
+}
+
+
+def _service_argv(argv: list[str]) -> tuple[str, list[str]] | None:
+    """`[--home H] worker|serve|users ARGS...` → (command, ARGS with --home carried over)."""
+    home, i = None, 0
+    while i < len(argv):
+        if argv[i] == "--home" and i + 1 < len(argv):
+            home, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--home="):
+            home, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            break
+    if i < len(argv) and argv[i] in SERVICE_COMMANDS:
+        rest = argv[i + 1:]
+        return argv[i], (["--home", home] if home and "--home" not in rest else []) + rest
+    return None
+
+
+def run_service(command: str, argv: list[str]) -> int:
     import importlib
 
-    target = {"worker": "felix_train.service.worker:main", "serve": "felix_train.service.api:main",
-              "users": "felix_train.service.store:users_main"}[args.command]
-    module, func = target.split(":")
-    try:
-        fn = getattr(importlib.import_module(module), func)
-    except (ModuleNotFoundError, AttributeError) as err:
-        print(f"`felix-train {args.command}` is not available in this build yet ({err})", file=sys.stderr)
-        return 1
-    return fn(args.rest)
+    module, func = SERVICE_COMMANDS[command].split(":")
+    return int(getattr(importlib.import_module(module), func)(argv) or 0)
 
 
 COMMANDS = {
@@ -194,9 +210,9 @@ COMMANDS = {
     "datasets": {"help": "add|list|show|delete datasets in $FELIX_HOME/datasets", "fn": cmd_datasets},
     "models": {"help": "list the base-model catalog", "fn": cmd_models},
     "jobs": {"help": "list|show|logs|checkpoints|stop|delete jobs in $FELIX_HOME/jobs", "fn": cmd_jobs},
-    "worker": {"help": "claim and run queued jobs", "fn": cmd_service},
-    "serve": {"help": "serve the Felix REST API", "fn": cmd_service},
-    "users": {"help": "manage API users (users add NAME)", "fn": cmd_service},
+    "worker": {"help": "claim and run queued jobs (felix-train worker --help)", "fn": None},
+    "serve": {"help": "serve the Felix REST API (felix-train serve --help)", "fn": None},
+    "users": {"help": "manage API users: users add NAME prints a new API key once", "fn": None},
 }
 
 
@@ -239,13 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
                     ap.add_argument("--json", action="store_true")
                 if action == "delete":
                     ap.add_argument("--force", action="store_true")
-        else:
-            p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    service = _service_argv(argv)
+    if service is not None:
+        return run_service(*service)
     # `felix-train SPEC [--job-id ID]` is the run command (`python -m felix_train SPEC`).
     first = next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first not in COMMANDS and (os.path.exists(first) or first.endswith((".yaml", ".yml", ".json"))):

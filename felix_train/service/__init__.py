@@ -1,0 +1,9 @@
+"""The service layer: the job store, the worker that runs queued jobs, and the REST API.
+
+- `store`: SQLAlchemy 2 models and the `Store` (SQLite at `$FELIX_HOME/felix.db` by default,
+  PostgreSQL through `FELIX_DATABASE_URL`); `felix-train users add NAME`.
+- `worker`: `felix-train worker` claims `requested` jobs and runs each in a child process.
+- `api`: `felix-train serve`, the Felix training-jobs REST API (FastAPI).
+
+Nothing here imports torch: jobs run in child processes.
+"""
