@@ -5,7 +5,7 @@ with no felix code: `config.json` (gliner2's `ExtractorConfig`), `encoder_config
 `model.safetensors` and the tokenizer (with GLiNER2's special tokens added).
 
 - `build_tiny(dest)`: a 2-layer BERT-style encoder (hidden 64), random weights, and a
-  WordPiece tokenizer trained on the spot (`tokenizers`) over a built-in English word
+  WordPiece tokenizer built on the spot (`tokenizers`) from a built-in English word
   list plus the vocabulary of the packaged quickstart datasets. Deterministic (fixed
   seeds), a few seconds on one CPU core.
 - `build_minilm(dest)`: the real pretrained all-MiniLM-L6-v2 encoder shipped in the
@@ -116,22 +116,40 @@ def _strings(obj) -> list[str]:
 
 
 def _train_tokenizer(vocab_size: int = TINY_VOCAB_SIZE):
-    """A lower-casing BERT WordPiece tokenizer trained on `_corpus_lines()` (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A lower-casing BERT WordPiece tokenizer whose vocabulary is learnt from `_corpus_lines()`.
+
+    The vocabulary is the corpus' most frequent words (ties broken alphabetically) plus
+    every printable ASCII character as a word start and as a `##` continuation, so any
+    ASCII word tokenizes. `tokenizers`' own WordPiece trainer is not used: its merges
+    break frequency ties in hash order, which differs from run to run.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    alphabet = [chr(c) for c in range(33, 127)]  # printable ASCII: every ASCII word is tokenizable
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=specials,
-                                        initial_alphabet=alphabet, show_progress=False)
-    tok.train_from_iterator(_corpus_lines(), trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for line in _corpus_lines():
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)))
+    alphabet = [chr(c) for c in range(33, 127)]
+    vocab_list = specials + alphabet + ["##" + ch for ch in alphabet]
+    seen = set(vocab_list)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab_list) >= vocab_size:
+            break
+        if word not in seen and len(word) > 1:
+            vocab_list.append(word)
+            seen.add(word)
+    vocab = {tok: i for i, tok in enumerate(vocab_list)}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     tok.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
