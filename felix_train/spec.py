@@ -279,6 +279,13 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
             errors.append(ErrorItem(("training_algorithm",), f"{entry.id} is not verified for `{algo.value}`{family_note}; "
                                     f"use `training_algorithm: sft` or one of the RL-verified models: {', '.join(verified)}",
                                     "model_not_rl_verified"))
+        targets = spec.engine.lora.target_modules
+        if entry.valid_lora_targets and isinstance(targets, list):
+            bad = [t for t in targets if t not in entry.valid_lora_targets]
+            if bad:
+                errors.append(ErrorItem(("engine", "lora", "target_modules"), f"unknown {entry.family.value} LoRA "
+                                        f"target(s) {bad}; use any of {', '.join(entry.valid_lora_targets)}",
+                                        "lora_target_invalid"))
         if entry.family == ModelFamily.GLINER2 and spec.engine.packing is True:
             errors.append(ErrorItem(("engine", "packing"), "packing applies to decoder LLM SFT only; remove it for GLiNER2",
                                     "packing_not_supported"))

@@ -90,6 +90,7 @@ INVALID = [
     ("bad-report-to", base(engine={"report_to": ["comet"]}), ("engine", "report_to", 0), "enum"),
     ("bad-job-id", base(engine={"job_id": "../../etc"}), ("engine", "job_id"), "string_pattern_mismatch"),
     ("packing-on-gliner", base(engine={"packing": True}), ("engine", "packing"), "packing_not_supported"),
+    ("gliner-bad-lora-target", base(engine={"lora": {"target_modules": ["q_proj"]}}), ("engine", "lora", "target_modules"), "lora_target_invalid"),
     ("bad-precision", base(engine={"precision": "int8"}), ("engine", "precision"), "literal_error"),
     ("num-processes-zero", base(engine={"distributed": {"num_processes": 0}}), ("engine", "distributed", "num_processes"), "greater_than_equal"),
 ]
