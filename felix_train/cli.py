@@ -109,6 +109,8 @@ def cmd_jobs(args) -> int:
     from felix_train.errors import JobNotFound
     from felix_train.jobs import JobFolder, JobStatus, list_jobs
 
+    if args.action in ("deploy", "undeploy"):
+        return _jobs_deployment(args)
     try:
         if args.action == "list":
             rows = []
@@ -146,6 +148,45 @@ def cmd_jobs(args) -> int:
     except (JobNotFound, ValueError) as err:
         print(str(err), file=sys.stderr)
         return 1
+
+
+def _jobs_deployment(args) -> int:
+    """`jobs deploy|undeploy ID`: what `POST /felix/training-jobs/{id}/deploy|undeploy` does, on the store directly.
+
+    A worker of the same store serves the model; `--wait` follows the job until it is `deployed`
+    (or the deployment failed: the reason is in its log) or `complete` again.
+    """
+    from felix_train.errors import JobNotFound
+    from felix_train.jobs import JobStatus
+    from felix_train.service.store import Conflict, Store
+
+    store = Store(args.database_url, home=args.home)
+    try:
+        if args.action == "deploy":
+            job = store.request_deploy(job_id=args.id, owner_id=None)
+            print(f"deploy requested for {job.id}: a worker serves it; `deployed` once it answers its health check")
+        else:
+            job = store.request_undeploy(job_id=args.id, owner_id=None)
+            print(f"job {job.id} undeployed: `complete` again; its worker stops the inference process")
+        if args.action == "undeploy" or not args.wait:
+            return 0
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            job = store.get_job(job_id=args.id)
+            if job.status == JobStatus.DEPLOYED:
+                print(f"job {job.id} deployed (port {job.serving_port}, worker {job.serving_worker})")
+                return 0
+            if not job.deploy_requested:
+                print(f"job {job.id}: the deployment failed; `felix-train jobs logs {job.id}` says why", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        print(f"job {args.id} not deployed after {args.timeout:g}s; is a worker running on this store?", file=sys.stderr)
+        return 1
+    except (JobNotFound, Conflict) as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    finally:
+        store.close()
 
 
 def _cat(path: Path) -> int:
@@ -209,7 +250,8 @@ COMMANDS = {
     "validate": {"help": "validate a spec: the resolved spec or every error (exit 2 spec, 3 dataset)", "fn": cmd_validate},
     "datasets": {"help": "add|list|show|delete datasets in $FELIX_HOME/datasets", "fn": cmd_datasets},
     "models": {"help": "list the base-model catalog", "fn": cmd_models},
-    "jobs": {"help": "list|show|logs|checkpoints|stop|delete jobs in $FELIX_HOME/jobs", "fn": cmd_jobs},
+    "jobs": {"help": "list|show|logs|checkpoints|stop|delete|deploy|undeploy jobs in $FELIX_HOME/jobs",
+             "fn": cmd_jobs},
     "worker": {"help": "claim and run queued jobs (felix-train worker --help)", "fn": None},
     "serve": {"help": "serve the Felix REST API (felix-train serve --help)", "fn": None},
     "users": {"help": "manage API users: users add NAME prints a new API key once", "fn": None},
@@ -255,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
                     ap.add_argument("--json", action="store_true")
                 if action == "delete":
                     ap.add_argument("--force", action="store_true")
+            for action, what in (("deploy", "serve a complete job's model (a worker of the store runs it)"),
+                                 ("undeploy", "stop serving it (complete again)")):
+                ap = js.add_parser(action, help=what)
+                ap.add_argument("id")
+                ap.add_argument("--database-url", default=None,
+                                help="SQLAlchemy URL (default $FELIX_DATABASE_URL, else SQLite at $FELIX_HOME/felix.db)")
+                if action == "deploy":
+                    ap.add_argument("--wait", action="store_true", help="wait until deployed (or failed)")
+                    ap.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
     return parser
 
 

@@ -12,8 +12,11 @@ Every endpoint of DESIGN.md's table, plus the datasets a job trains on:
 | `GET /felix/training-jobs/{id}/download` | 409 unless `complete`; a URL with an expiring signed token |
 | `GET /felix/training-jobs/{id}/download/file?token=` | the zip (or tar.gz) of `model/` |
 | `POST /felix/training-jobs/{id}/stop` | graceful stop of a `running` job (then `cancelled`); else 409 |
-| `DELETE /felix/training-jobs/{id}` | job, checkpoints, logs and files removed |
-| `GET /felix/trained-models` | every `complete` model of the user |
+| `POST /felix/training-jobs/{id}/deploy` | serve a `complete` job's model (else 409); `deployed` once healthy |
+| `POST /felix/training-jobs/{id}/undeploy` | stop serving it: `complete` again (409 unless deployed or pending) |
+| `DELETE /felix/training-jobs/{id}` | job, checkpoints, logs and files removed (a deployment stops) |
+| `GET /felix/trained-models` | every `complete` or `deployed` model of the user |
+| `POST /felix/trained-models/{id}/predict` | inference on a `deployed` model (409 otherwise; 422 names the field) |
 | `GET /base-models` | the catalog |
 | `POST /felix/datasets` | multipart upload; validated in the background: `processing` → `ready`/`failed` |
 | `GET /felix/datasets`, `GET/DELETE /felix/datasets/{name}` | the user's datasets (and the built-ins) |
@@ -30,8 +33,14 @@ at most 100 characters so the registry name fits its 128. Built-in datasets keep
 their own names and are visible to every user (a user's own dataset of the same
 name wins).
 
-The API only reads job folders and the store; jobs run in worker processes, so
-this module never imports torch.
+Deployment: `deploy` records the request in the store; a worker starts the job's inference
+process (`felix_train.service.serving`) and marks the job `deployed` once it answers its health
+check. `predict` validates the body with the serving module's request models (GLiNER2:
+`text`/`texts` + `entities`/`schema`; LLMs: `messages`/`prompt`), then forwards it over
+loopback to the port the store records for that job, and returns the process' answer.
+
+The API only reads job folders and the store; jobs run and models are served in worker
+processes, so this module never imports torch.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import copy
 import difflib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import math
@@ -100,6 +110,17 @@ from felix_train.errors import (
     SpecError,
 )
 from felix_train.jobs import JobFolder, JobStatus, felix_home
+from felix_train.service.serving import (
+    JOB_HEADER,
+    SERVING_HOST,
+    GLiNER2PredictRequest,
+    LLMPredictRequest,
+    PredictInputError,
+    job_family,
+    parse_predict_request,
+    post_json,
+    request_json,
+)
 from felix_train.service.store import Conflict, Job, NotFound, Store, User
 from felix_train.spec import JobSpec, validate_spec
 
@@ -127,6 +148,7 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest dataset upload.")
     log_follow_poll_s: float = Field(0.5, gt=0, description="How often a followed log looks for new lines.")
     public_url: str | None = Field(None, description="Base URL for download links (default: the request's).")
+    predict_timeout_s: float = Field(300.0, gt=0, description="How long a forwarded predict may take.")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -187,6 +209,10 @@ class PayloadTooLarge(FelixError):
     pass
 
 
+class ServingUnavailable(FelixError):
+    """A `deployed` job's inference process did not answer (it is stopping, or just died)."""
+
+
 # -- schemas ---------------------------------------------------------------------------------------
 
 
@@ -219,6 +245,9 @@ class TrainingJobPublic(BaseModel):
     error: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = Field(None, description="Final metrics; present only when `complete`.")
     stop_requested: bool = False
+    deploy_requested: bool = Field(False, description="A deployment was asked for: `complete` while it starts, "
+                                                      "then `deployed`; false again after undeploy or if it fails "
+                                                      "(the reason is in the logs).")
     attempts: int = 0
     created_at: datetime
     started_at: datetime | None = None
@@ -267,10 +296,12 @@ class Message(BaseModel):
 
 
 class TrainedModelPublic(BaseModel):
-    """A successfully trained model: the `model/` of a `complete` job."""
+    """A successfully trained model: the `model/` of a `complete` (or `deployed`) job."""
 
     id: str = Field(description="The job id.")
     name: str
+    status: JobStatus = Field(description="`complete`, or `deployed` while it serves predictions.")
+    deploy_requested: bool = False
     base_model: str
     training_type: str
     training_algorithm: str
@@ -280,6 +311,7 @@ class TrainedModelPublic(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     download: str = Field(description="Path of the endpoint that hands out a download URL.")
+    predict: str = Field(description="Path of the predict endpoint (answers once `deployed`).")
 
 
 class TrainedModelsPublic(BaseModel):
@@ -324,6 +356,27 @@ class DatasetPublic(BaseModel):
 class DatasetsPublic(BaseModel):
     data: list[DatasetPublic]
     count: int
+
+
+class GLiNER2PredictPublic(BaseModel):
+    """A GLiNER2 prediction: gliner2's extraction result for `text` (`result`) or each of `texts` (`results`)."""
+
+    id: str
+    family: str
+    result: dict[str, Any] | None = None
+    results: list[dict[str, Any]] | None = None
+    latency_ms: float
+
+
+class LLMPredictPublic(BaseModel):
+    """An LLM generation: the new text only (prompt excluded, special tokens skipped)."""
+
+    id: str
+    family: str
+    text: str
+    finish_reason: str = Field(description="`stop` (end-of-turn token) or `length` (`max_new_tokens` reached).")
+    usage: dict[str, int] = Field(description="`prompt_tokens`, `completion_tokens`.")
+    latency_ms: float
 
 
 class FormatEnum(str, Enum):
@@ -423,7 +476,8 @@ def job_public(job: Job) -> TrainingJobPublic:
         base_model=spec.get("base_model", ""), training_type=str(spec.get("training_type", "")),
         training_algorithm=str(spec.get("training_algorithm", "")), configuration=_public_spec(spec),
         progress=ProgressPublic.model_validate(job.progress) if job.progress else None, error=error,
-        metrics=job.metrics, stop_requested=job.stop_requested, attempts=job.attempts,
+        metrics=job.metrics, stop_requested=job.stop_requested, deploy_requested=bool(job.deploy_requested),
+        attempts=job.attempts,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 
 
@@ -777,6 +831,26 @@ def stop_training_job(job_id: JobId, user: CurrentUser, store: StoreDep) -> Trai
     return job_public(store.request_stop(job_id=job_id, owner_id=user.id))
 
 
+@jobs_router.post("/{job_id}/deploy", status_code=202, response_model=TrainingJobPublic,
+                  responses={409: {"description": "The job is not `complete` (or is already `deployed`)."}})
+def deploy_training_job(job_id: JobId, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> TrainingJobPublic:
+    """Serve a `complete` job's model. A worker starts its inference process; the job is `deployed` once that
+    answers its health check (`deploy_requested` until then; if it fails, `complete` again with the reason in
+    the logs). Then `POST /felix/trained-models/{id}/predict`."""
+    job = store.get_job(job_id=job_id, owner_id=user.id)
+    if job.status == JobStatus.COMPLETE and not JobFolder(job.id, settings.home).model_dir.is_dir():
+        raise Conflict(f"job {job.id} is complete but its `model/` folder is missing; train it again")
+    return job_public(store.request_deploy(job_id=job_id, owner_id=user.id))
+
+
+@jobs_router.post("/{job_id}/undeploy", response_model=TrainingJobPublic,
+                  responses={409: {"description": "The job is neither `deployed` nor waiting to be."}})
+def undeploy_training_job(job_id: JobId, user: CurrentUser, store: StoreDep) -> TrainingJobPublic:
+    """Stop serving the model: the job is `complete` again at once (predict answers 409), and its worker stops
+    the inference process. Also cancels a pending deployment."""
+    return job_public(store.request_undeploy(job_id=job_id, owner_id=user.id))
+
+
 @jobs_router.delete("/{job_id}", response_model=Message,
                     responses={409: {"description": "The job is `running`: stop it first."}})
 def delete_training_job(job_id: JobId, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Message:
@@ -790,24 +864,58 @@ def delete_training_job(job_id: JobId, user: CurrentUser, store: StoreDep, setti
 
 @models_router.get("/felix/trained-models", response_model=TrainedModelsPublic)
 def list_trained_models(user: CurrentUser, store: StoreDep, settings: SettingsDep) -> TrainedModelsPublic:
-    """Every successfully trained (`complete`) model of the user, newest first."""
+    """Every successfully trained model of the user (`complete` or `deployed`), newest first."""
     data = []
     offset = 0
     while True:
-        rows, count = store.list_jobs(owner_id=user.id, status=JobStatus.COMPLETE, limit=200, offset=offset)
+        rows, count = store.list_jobs(owner_id=user.id, status=(JobStatus.COMPLETE, JobStatus.DEPLOYED), limit=200,
+                                      offset=offset)
         for job in rows:
             spec = job.spec or {}
             data.append(TrainedModelPublic(
-                id=job.id, name=job.name, base_model=spec.get("base_model", ""),
+                id=job.id, name=job.name, status=job.status, deploy_requested=bool(job.deploy_requested),
+                base_model=spec.get("base_model", ""),
                 training_type=str(spec.get("training_type", "")),
                 training_algorithm=str(spec.get("training_algorithm", "")), project_id=job.project_id,
                 metrics=job.metrics, created_at=job.created_at, finished_at=job.finished_at,
                 checkpoints=[m.uuid for m in list_checkpoints(JobFolder(job.id, settings.home))],
-                download=f"/felix/training-jobs/{job.id}/download"))
+                download=f"/felix/training-jobs/{job.id}/download",
+                predict=f"/felix/trained-models/{job.id}/predict"))
         offset += len(rows)
         if not rows or offset >= count:
             break
     return TrainedModelsPublic(data=data, count=len(data))
+
+
+@models_router.post("/felix/trained-models/{job_id}/predict", name="predict",
+                    responses={200: {"description": "The model's answer.",
+                                     "content": {"application/json": {"schema": {"oneOf": [
+                                         {"$ref": "#/components/schemas/GLiNER2PredictPublic"},
+                                         {"$ref": "#/components/schemas/LLMPredictPublic"}]}}}},
+                               409: {"description": "The model is not `deployed`."},
+                               422: {"description": "Every problem in the body, located (`loc` starts with `body`)."},
+                               503: {"description": "The inference process did not answer; retry, or check the job."}})
+def predict(job_id: JobId, payload: Annotated[Any, Body()], user: CurrentUser, store: StoreDep,
+            settings: SettingsDep) -> JSONResponse:
+    """Run a deployed model. GLiNER2: `text` or `texts`, `entities` or `schema`, `threshold`; LLMs: `messages` or
+    `prompt`, `max_new_tokens`, `temperature`. The body is checked here, then forwarded to the job's inference
+    process."""
+    job = store.get_job(job_id=job_id, owner_id=user.id)
+    request = parse_predict_request(job_family(job.spec), payload)
+    if job.status != JobStatus.DEPLOYED or not job.serving_port:
+        pending = " (its deployment is starting)" if job.deploy_requested and job.status == JobStatus.COMPLETE else ""
+        raise Conflict(f"model {job.id} is `{job.status.value}`{pending}, not `deployed`; "
+                       f"`POST /felix/training-jobs/{job.id}/deploy` serves it")
+    try:
+        status, body = post_json(SERVING_HOST, job.serving_port, "/predict", request_json(request),
+                                 headers={JOB_HEADER: job.id}, timeout_s=settings.predict_timeout_s)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise ServingUnavailable(f"the inference process of model {job.id} did not answer ({type(err).__name__}: "
+                                 f"{err}); retry, or `GET /felix/training-jobs/{job.id}` for its status") from err
+    if status == 421:  # the port now belongs to another job's process: this one is gone
+        raise ServingUnavailable(f"the inference process of model {job.id} is gone; "
+                                 f"`GET /felix/training-jobs/{job.id}` shows its status")
+    return JSONResponse(body, status_code=status)
 
 
 @models_router.get("/base-models", response_model=list[BaseModelPublic])
@@ -957,6 +1065,14 @@ def _install_handlers(app: FastAPI) -> None:
     async def _too_large(request: Request, exc: PayloadTooLarge):
         return detail(413, exc)
 
+    @app.exception_handler(PredictInputError)
+    async def _predict_input(request: Request, exc: PredictInputError):
+        return JSONResponse({"detail": exc.to_list()}, status_code=422)
+
+    @app.exception_handler(ServingUnavailable)
+    async def _serving_unavailable(request: Request, exc: ServingUnavailable):
+        return detail(503, exc, {"Retry-After": "1"})
+
     @app.exception_handler(SpecError)
     async def _spec_error(request: Request, exc: SpecError):
         items = [{"loc": ["body", *e.loc], "msg": e.msg, "type": e.type} for e in exc.errors]
@@ -985,6 +1101,17 @@ def _install_openapi(app: FastAPI) -> None:
         schema["paths"]["/felix/training-jobs"]["post"]["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainingJobCreate"}}},
+        }
+        # predict: the body depends on the model's family (validated by the serving module's models)
+        for model in (GLiNER2PredictRequest, LLMPredictRequest, GLiNER2PredictPublic, LLMPredictPublic):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        schema["paths"]["/felix/trained-models/{job_id}/predict"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [
+                {"$ref": "#/components/schemas/GLiNER2PredictRequest"},
+                {"$ref": "#/components/schemas/LLMPredictRequest"}]}}},
         }
         app.openapi_schema = schema
         return schema

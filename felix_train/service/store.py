@@ -8,6 +8,15 @@ One code path for two databases:
 - PostgreSQL when many machines share the queue: `FELIX_DATABASE_URL=postgresql+psycopg://...`.
   A worker claims a job with `SELECT ... FOR UPDATE SKIP LOCKED`.
 
+Deployments (`deployed`, DESIGN.md's sixth status) live on the job's row: `deploy_requested` is what
+the user asked for; `deployment_id`, `serving_worker`, `serving_pid`, `serving_port` and
+`serving_heartbeat_at` say which worker's inference process serves it. A worker claims a requested
+deployment (`claim_deployment`), and every later write of that worker is fenced by the
+`deployment_id` it got, so an undeploy, a delete or a recovery by another worker always wins.
+
+The store has no migrations: missing tables are created, and columns added to a table after it
+was created (nullable, or with a server default, like the deployment fields) are added in place.
+
 API keys are stored as sha256 hashes, never in plain text. The store raises domain
 errors (`JobNotFound`, `DatasetNotFound`, `Conflict`, ...), never HTTP ones: the API maps
 them once. Every function takes keyword arguments, and every read of a user's
@@ -26,7 +35,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -46,7 +55,9 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
+    inspect,
     select,
     text,
     update,
@@ -55,6 +66,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
 
 from felix_train.errors import FelixError, JobNotFound
@@ -166,7 +178,11 @@ class Dataset(Base):
 
 
 class Job(Base):
-    """A training job: its spec, lifecycle status, and who runs it (`worker_id`, `heartbeat_at`)."""
+    """A training job: its spec, lifecycle status, who runs it (`worker_id`, `heartbeat_at`) and who serves it.
+
+    The deployment columns came after the first release; `Store.create_all` adds them to older
+    databases (they are nullable or have a server default).
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
@@ -191,6 +207,15 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    deploy_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The user asked for the model to be served (`POST .../deploy`); cleared by undeploy or a dead process."""
+    deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    """Set when a worker claims the deployment; fences that worker's writes (None: no worker serves it)."""
+    serving_worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    serving_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    serving_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The loopback port of the inference process; set once it answered its health check (`deployed`)."""
+    serving_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RateHit(Base):
@@ -228,6 +253,20 @@ def default_database_url(home: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{felix_home(home) / 'felix.db'}"
 
 
+_NO_DEPLOYMENT: dict[str, Any] = {"deployment_id": None, "serving_worker": None, "serving_pid": None,
+                                  "serving_port": None, "serving_heartbeat_at": None}
+
+
+@dataclass(frozen=True)
+class ClaimedDeployment:
+    """What a worker needs to serve a job: the job and the `deployment_id` that fences its writes."""
+
+    job_id: str
+    deployment_id: str
+    owner_id: int
+    spec: dict
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     """What a worker needs to run a claimed job."""
@@ -262,6 +301,7 @@ class Store:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7215)"))  # SQLite: BEGIN IMMEDIATE already
             Base.metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     def drop_all(self) -> None:
         Base.metadata.drop_all(self.engine)
@@ -384,12 +424,14 @@ class Store:
             raise JobNotFound(f"no job {job_id!r}; `GET /felix/training-jobs` lists yours")
         return job
 
-    def list_jobs(self, *, owner_id: int, status: JobStatus | None = None, project_id: str | None = None,
-                  limit: int = 200, offset: int = 0) -> tuple[list[Job], int]:
-        """A page of the user's jobs, newest first, and the total count matching the filters."""
+    def list_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
+                  project_id: str | None = None, limit: int = 200, offset: int = 0) -> tuple[list[Job], int]:
+        """A page of the user's jobs, newest first, and the total count matching the filters (`status`: one or several)."""
         where = [Job.owner_id == owner_id]
-        if status is not None:
+        if isinstance(status, JobStatus):
             where.append(Job.status == status)
+        elif status is not None:
+            where.append(Job.status.in_(list(status)))
         if project_id is not None:
             where.append(Job.project_id == project_id)
         with self.reading() as s:
@@ -447,6 +489,53 @@ class Store:
         """Set a job's status and fields unconditionally (operators and tests; workers use finish_job)."""
         with self.writing() as s:
             s.execute(update(Job).where(Job.id == job_id).values(status=status, updated_at=utcnow(), **fields))
+
+    # -- deployments: the API side --------------------------------------------------------------
+    def request_deploy(self, *, job_id: str, owner_id: int | None) -> Job:
+        """Ask the workers to serve a `complete` job (idempotent while the deployment is pending).
+
+        The job stays `complete` with `deploy_requested` until a worker's inference process
+        answers its health check; then it is `deployed`. `owner_id=None` is an operator (the CLI).
+
+        Raises:
+            JobNotFound: no such job for this user.
+            Conflict: the job is not `complete` (already `deployed`, or not trained yet).
+        """
+        where = [Job.id == job_id, Job.status == JobStatus.COMPLETE, Job.deploy_requested.is_(False)]
+        if owner_id is not None:
+            where.append(Job.owner_id == owner_id)
+        self.get_job(job_id=job_id, owner_id=owner_id)  # JobNotFound first (and for malformed ids)
+        with self.writing() as s:
+            s.execute(update(Job).where(*where).values(deploy_requested=True, updated_at=utcnow()))
+        job = self.get_job(job_id=job_id, owner_id=owner_id)
+        if job.status == JobStatus.DEPLOYED:
+            raise Conflict(f"job {job_id} is already `deployed`; `POST /felix/trained-models/{job_id}/predict` "
+                           "uses it, `POST /felix/training-jobs/{job_id}/undeploy` stops it")
+        if job.status != JobStatus.COMPLETE:
+            raise Conflict(f"job {job_id} is `{job.status.value}`; only a `complete` job can be deployed")
+        return job
+
+    def request_undeploy(self, *, job_id: str, owner_id: int | None) -> Job:
+        """Stop serving a job: it is `complete` again at once, and its worker stops the inference process.
+
+        Also cancels a deployment that is still pending.
+
+        Raises:
+            JobNotFound: no such job for this user.
+            Conflict: the job is neither `deployed` nor waiting to be.
+        """
+        where = [Job.id == job_id, Job.deploy_requested.is_(True),
+                 Job.status.in_([JobStatus.COMPLETE, JobStatus.DEPLOYED])]
+        if owner_id is not None:
+            where.append(Job.owner_id == owner_id)
+        self.get_job(job_id=job_id, owner_id=owner_id)
+        with self.writing() as s:
+            done = s.execute(update(Job).where(*where).values(status=JobStatus.COMPLETE, deploy_requested=False,
+                                                               updated_at=utcnow(), **_NO_DEPLOYMENT))
+        job = self.get_job(job_id=job_id, owner_id=owner_id)
+        if done.rowcount == 0:
+            raise Conflict(f"job {job_id} is `{job.status.value}` and not deployed; nothing to undeploy")
+        return job
 
     # -- jobs: the worker side ------------------------------------------------------------------
     def claim_job(self, *, worker_id: str) -> ClaimedJob | None:
@@ -560,6 +649,103 @@ class Store:
                     out[r.id] = new
         return out
 
+    # -- deployments: the worker side -----------------------------------------------------------
+    def claim_deployment(self, *, worker_id: str) -> ClaimedDeployment | None:
+        """Take the oldest pending deployment (`complete`, `deploy_requested`, no worker) for `worker_id`.
+
+        The job stays `complete` until `mark_deployed`. Returns None when nothing waits.
+        """
+        pending = [Job.status == JobStatus.COMPLETE, Job.deploy_requested.is_(True), Job.deployment_id.is_(None)]
+        with self.reading() as s:
+            if s.scalar(select(Job.id).where(*pending).limit(1)) is None:
+                return None
+        now = utcnow()
+        deployment_id = str(uuid.uuid4())
+        values = {"deployment_id": deployment_id, "serving_worker": worker_id, "serving_heartbeat_at": now,
+                  "serving_pid": None, "serving_port": None, "updated_at": now}
+        with self.writing() as s:
+            if self.is_sqlite:
+                oldest = select(Job.id).where(*pending).order_by(Job.updated_at, Job.id).limit(1).scalar_subquery()
+                job_id = s.scalar(update(Job).where(Job.id == oldest, *pending).values(**values).returning(Job.id))
+            else:
+                job_id = s.scalar(select(Job.id).where(*pending).order_by(Job.updated_at, Job.id).limit(1)
+                                  .with_for_update(skip_locked=True))
+                if job_id is not None:
+                    s.execute(update(Job).where(Job.id == job_id).values(**values))
+            if job_id is None:
+                return None
+            row = s.execute(select(Job.owner_id, Job.spec).where(Job.id == job_id)).one()
+        return ClaimedDeployment(job_id=job_id, deployment_id=deployment_id, owner_id=row.owner_id, spec=row.spec)
+
+    def set_serving_pid(self, *, job_id: str, deployment_id: str, pid: int) -> bool:
+        """Record the inference process of a claimed deployment; False when it is no longer this deployment."""
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.deployment_id == deployment_id)
+                             .values(serving_pid=pid, serving_heartbeat_at=utcnow()))
+        return done.rowcount == 1
+
+    def mark_deployed(self, *, job_id: str, deployment_id: str, port: int, pid: int) -> bool:
+        """The inference process answered its health check: the job is `deployed` on `port`.
+
+        Returns False when the deployment was withdrawn meanwhile (undeployed, deleted, recovered).
+        """
+        now = utcnow()
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.deployment_id == deployment_id,
+                                               Job.deploy_requested.is_(True), Job.status == JobStatus.COMPLETE)
+                             .values(status=JobStatus.DEPLOYED, serving_port=port, serving_pid=pid,
+                                     serving_heartbeat_at=now, updated_at=now))
+        return done.rowcount == 1
+
+    def deployment_heartbeat(self, *, deployments: dict[str, str], touch: bool = True) -> set[str]:
+        """Refresh a worker's deployments (`{job_id: deployment_id}`); only read them when `touch` is False.
+
+        Returns the job ids still served under those deployment ids. A job missing from it was
+        undeployed, deleted or recovered by another worker: its process must stop.
+        """
+        if not deployments:
+            return set()
+        owned = [Job.id.in_(list(deployments)), Job.deployment_id.in_(list(deployments.values()))]
+        with (self.writing() if touch else self.reading()) as s:
+            if touch:
+                s.execute(update(Job).where(*owned).values(serving_heartbeat_at=utcnow()))
+            rows = s.execute(select(Job.id, Job.deployment_id).where(*owned)).all()
+        return {r.id for r in rows if deployments.get(r.id) == r.deployment_id}
+
+    def end_deployment(self, *, job_id: str, deployment_id: str, keep_request: bool = False) -> bool:
+        """The deployment's process is gone: the job is `complete` again.
+
+        `keep_request=True` (the worker is shutting down) leaves `deploy_requested` set, so another
+        worker serves it; False (the process died or never became healthy) clears it.
+        Returns False when the deployment was no longer this one.
+        """
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.deployment_id == deployment_id,
+                                               Job.status.in_([JobStatus.COMPLETE, JobStatus.DEPLOYED]))
+                             .values(status=JobStatus.COMPLETE, deploy_requested=keep_request, updated_at=utcnow(),
+                                     **_NO_DEPLOYMENT))
+        return done.rowcount == 1
+
+    def recover_stale_deployments(self, *, timeout_s: float) -> dict[str, str | None]:
+        """Hand back deployments whose worker stopped heartbeating for `timeout_s` (it died).
+
+        The job is `complete` again with `deploy_requested` kept, so a live worker serves it anew.
+        Returns `{job_id: the worker that was serving it}`.
+        """
+        now = utcnow()
+        stale = [Job.deployment_id.is_not(None), Job.serving_heartbeat_at < now - timedelta(seconds=timeout_s)]
+        out: dict[str, str | None] = {}
+        with self.writing() as s:
+            rows = s.execute(select(Job.id, Job.serving_worker, Job.status).where(*stale)
+                             .with_for_update(skip_locked=True)).all()
+            for r in rows:
+                status = JobStatus.COMPLETE if r.status == JobStatus.DEPLOYED else r.status
+                done = s.execute(update(Job).where(Job.id == r.id, *stale)
+                                 .values(status=status, updated_at=now, **_NO_DEPLOYMENT))
+                if done.rowcount == 1:
+                    out[r.id] = r.serving_worker
+        return out
+
     # -- rate limits ----------------------------------------------------------------------------
     def hit_rate_limit(self, *, user_id: int, key: str, limit: int, window_s: float,
                        now: float | None = None) -> float | None:
@@ -580,6 +766,31 @@ class Store:
                 return max(times[len(times) - limit] + window_s - now, 0.001)
             s.add(RateHit(user_id=user_id, key=key, at=now))
         return None
+
+
+def _add_missing_columns(conn) -> list[str]:  # noqa: ANN001
+    """Add the model's columns that an existing table lacks (the store's only kind of upgrade).
+
+    Such a column must be nullable or have a server default (the deployment fields are): the
+    rows already there get NULL or the default. Returns `table.column` for each column added.
+
+    Raises:
+        RuntimeError: a missing column that cannot be added in place (NOT NULL without a default).
+    """
+    inspector = inspect(conn)
+    added = []
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"table {table.name!r} lacks column {column.name!r}, which is NOT NULL without a "
+                                   "server default and cannot be added in place; give it a server_default")
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} ADD COLUMN {ddl}"))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def _make_engine(url: str, *, echo: bool = False) -> Engine:

@@ -24,7 +24,28 @@ checkpoint and exit 75, and their jobs go back to `requested`), waits for them, 
 A child also gets SIGTERM if the worker itself dies (Linux parent-death signal), so a
 SIGKILLed worker leaves no orphan training behind.
 
-The child command is a parameter (`runner_cmd`, `--runner-cmd`): tests run quick fake
+The worker also serves deployed models (`POST /felix/training-jobs/{id}/deploy`). It claims a
+pending deployment from the store and starts the job's inference process
+
+    python -m felix_train.service.serving --job-dir jobs/<id> --port 0
+
+(output in `jobs/<id>/serving.log`; the process writes the port it bound to `jobs/<id>/serving.json`).
+The job becomes `deployed`, with that port in the store, only once the process answers
+`GET /health`. While it serves, the worker heartbeats the deployment and
+
+- stops the process when the deployment is withdrawn (undeployed, deleted, or recovered by
+  another worker after a missed heartbeat): the store's `deployment_id` no longer matches;
+- puts the job back to `complete` when the process dies, stops answering its health check,
+  or never becomes healthy within `--deploy-timeout`, with the reason and the tail of
+  `serving.log` in the job's train.log (a new `POST .../deploy` starts it again);
+- on shutdown, stops its serving processes and hands their deployments back (the jobs stay
+  requested for deployment, and another worker serves them).
+
+A worker serves at most `--max-deployments` models at once (0: it serves none). Inference
+processes listen on loopback only and the API forwards to them there, so with workers on
+several machines only those on the API's machine should serve (the others: `--max-deployments 0`).
+
+The child commands are parameters (`runner_cmd`, `--runner-cmd`; `serving_cmd`): tests run quick fake
 jobs behind the same interface.
 """
 
@@ -32,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import http.client
 import logging
 import os
 import shlex
@@ -51,8 +73,23 @@ from typing import IO
 from sqlalchemy.exc import DBAPIError
 
 import felix_train
-from felix_train.jobs import JobFolder, JobStatus, append_line, atomic_write_json, felix_home, utcnow
-from felix_train.service.store import ClaimedJob, Store
+from felix_train.errors import JobNotFound
+from felix_train.jobs import (
+    JobFolder,
+    JobStatus,
+    append_line,
+    atomic_write_json,
+    felix_home,
+    read_json,
+    utcnow,
+)
+from felix_train.service.serving import (
+    SERVING_FILE,
+    SERVING_HOST,
+    SERVING_LOG,
+    get_json,
+)
+from felix_train.service.store import ClaimedDeployment, ClaimedJob, Store
 
 log = logging.getLogger("felix_train.worker")
 
@@ -71,6 +108,10 @@ def default_worker_id() -> str:
 
 def default_runner_cmd() -> list[str]:
     return [sys.executable, "-m", "felix_train", "run"]
+
+
+def default_serving_cmd() -> list[str]:
+    return [sys.executable, "-m", "felix_train.service.serving"]
 
 
 def accelerate_cmd(num_processes: int, config_file: str | None = None) -> list[str]:
@@ -113,6 +154,25 @@ class _Child:
     terminated: bool = False
 
 
+@dataclass
+class _Serving:
+    """A deployment this worker serves: the job's inference process."""
+
+    deployment: ClaimedDeployment
+    folder: JobFolder
+    proc: subprocess.Popen
+    out: IO[bytes]
+    started: float = field(default_factory=time.monotonic)
+    port: int | None = None
+    healthy: bool = False
+    failed_checks: int = 0
+    last_check: float = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return self.deployment.job_id
+
+
 class Worker:
     """Runs up to `concurrency` jobs at once from `store`, their folders under `home`.
 
@@ -128,14 +188,21 @@ class Worker:
             `python -m felix_train run` (and `accelerate launch` for distributed specs).
         stop_grace_s: on shutdown, how long children get to checkpoint before they are killed.
         accelerate_config: an accelerate config file for distributed jobs.
+        max_deployments: models served at once by this worker (0: it serves none).
+        serving_cmd: the inference process before `--job-dir DIR --port 0`; default
+            `python -m felix_train.service.serving`.
+        deploy_timeout_s: how long a new inference process gets to load its model and answer `/health`.
     """
 
     def __init__(self, store: Store, *, home: str | os.PathLike | None = None, worker_id: str | None = None,
                  concurrency: int = 1, poll_s: float = 1.0, heartbeat_timeout_s: float = 60.0,
                  max_attempts: int = 3, runner_cmd: list[str] | None = None, stop_grace_s: float = 600.0,
-                 accelerate_config: str | None = None):
+                 accelerate_config: str | None = None, max_deployments: int = 4,
+                 serving_cmd: list[str] | None = None, deploy_timeout_s: float = 600.0):
         if concurrency < 1:
             raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+        if max_deployments < 0:
+            raise ValueError(f"--max-deployments must be 0 or more, got {max_deployments}")
         if heartbeat_timeout_s <= poll_s:
             raise ValueError(f"--heartbeat-timeout ({heartbeat_timeout_s}) must exceed --poll ({poll_s}): "
                              "a live worker heartbeats once per poll")
@@ -149,11 +216,16 @@ class Worker:
         self.runner_cmd = list(runner_cmd) if runner_cmd else None
         self.stop_grace_s = stop_grace_s
         self.accelerate_config = accelerate_config
+        self.max_deployments = max_deployments
+        self.serving_cmd = list(serving_cmd) if serving_cmd else default_serving_cmd()
+        self.deploy_timeout_s = deploy_timeout_s
         self.children: dict[str, _Child] = {}
+        self.serving: dict[str, _Serving] = {}
         self._shutdown = threading.Event()
         self._shutdown_at: float | None = None
         self._last_requeue = 0.0
         self._last_heartbeat = 0.0
+        self._last_serving_heartbeat = 0.0
         # heartbeats (and looks for stale jobs) four times per timeout, at most once per poll
         self.heartbeat_interval_s = max(poll_s, heartbeat_timeout_s / 4)
 
@@ -175,7 +247,7 @@ class Worker:
                 continue
             if not self._shutdown.is_set():
                 self._shutdown.wait(self.poll_s)
-            elif self.children:
+            elif self.children or self.serving:
                 time.sleep(min(self.poll_s, 0.2))
             else:
                 break
@@ -203,19 +275,31 @@ class Worker:
             for job_id, status in self.store.requeue_stale(timeout_s=self.heartbeat_timeout_s,
                                                            max_attempts=self.max_attempts).items():
                 log.warning("job %s: its worker stopped heartbeating; now %s", job_id, status.value)
+            for job_id, gone in self.store.recover_stale_deployments(timeout_s=self.heartbeat_timeout_s).items():
+                log.warning("job %s: its serving worker %s stopped heartbeating; deploying it again", job_id, gone)
+                self._log(JobFolder(job_id, self.home), "WARN", f"worker {gone} serving this model stopped "
+                          f"heartbeating for {self.heartbeat_timeout_s:g}s; another worker deploys it again")
+                self._set_file_status(JobFolder(job_id, self.home), JobStatus.COMPLETE)
         for child in list(self.children.values()):
             rc = child.proc.poll()
             if rc is not None:
                 self._finish(child, rc)
         self._heartbeat()
+        self._tend_deployments()
         if self._shutdown.is_set():
             self._stop_children()
+            self._release_deployments()
             return
         while len(self.children) < self.concurrency:
             job = self.store.claim_job(worker_id=self.worker_id)
             if job is None:
                 break
             self._start(job)
+        while len(self.serving) < self.max_deployments:
+            deployment = self.store.claim_deployment(worker_id=self.worker_id)
+            if deployment is None:
+                break
+            self._start_serving(deployment)
 
     def drain(self, timeout_s: float = 60.0) -> None:
         """Run until the queue is empty and no child runs (tests, batch use). TimeoutError past `timeout_s`."""
@@ -241,10 +325,10 @@ class Worker:
             prefix = default_runner_cmd()
         return [*prefix, str(spec_path), "--job-id", job.id, "--home", str(self.home)]
 
-    def _child_env(self, job: ClaimedJob) -> dict[str, str]:
+    def _child_env(self, job: ClaimedJob | str) -> dict[str, str]:
         env = dict(os.environ)
         env["FELIX_HOME"] = str(self.home)
-        env["FELIX_JOB_ID"] = job.id
+        env["FELIX_JOB_ID"] = job if isinstance(job, str) else job.id
         env["FELIX_WORKER_ID"] = self.worker_id
         env["PYTHONUNBUFFERED"] = "1"
         # `-m felix_train` must import this very package, installed or not
@@ -398,6 +482,183 @@ class Worker:
                  "" if ok else " (no longer ours: not recorded)")
 
 
+    # -- deployments ---------------------------------------------------------------------------
+    HEALTH_TIMEOUT_S = 2.0
+    """How long one `GET /health` may take."""
+
+    MAX_FAILED_CHECKS = 3
+    """Health checks of a deployed process that may fail in a row before it is stopped as hung."""
+
+    SERVING_STOP_GRACE_S = 10.0
+    """How long an inference process gets to exit after SIGTERM before it is killed."""
+
+    def _log(self, folder: JobFolder, level: str, message: str) -> None:
+        """A line in the job's train.log (never recreating the folder of a deleted job)."""
+        if folder.root.is_dir():
+            append_line(folder.log_path, f"{utcnow()} {level:<5} {message}")
+
+    def _set_file_status(self, folder: JobFolder, status: JobStatus) -> None:
+        """Mirror a deployment change into status.json (`complete` <-> `deployed` only)."""
+        current = _read_status(folder) if folder.root.is_dir() else None
+        if current and current.get("status") in (JobStatus.COMPLETE.value, JobStatus.DEPLOYED.value) \
+                and current.get("status") != status.value:
+            current["status"] = status.value
+            atomic_write_json(folder.status_path, current)
+
+    def _start_serving(self, deployment: ClaimedDeployment) -> None:
+        folder = JobFolder(deployment.job_id, self.home)
+        old = self.serving.pop(deployment.job_id, None)
+        if old is not None:  # withdrawn and requested again between two ticks: the old process goes first
+            self._stop_serving(old)
+        try:
+            if not folder.model_dir.is_dir():
+                raise FileNotFoundError(f"the job has no model/ folder at {folder.model_dir}")
+            (folder.root / SERVING_FILE).unlink(missing_ok=True)
+            cmd = [*self.serving_cmd, "--job-dir", str(folder.root), "--port", "0", "--host", SERVING_HOST]
+            out = open(folder.root / SERVING_LOG, "ab")
+            out.write(f"--- {utcnow()} worker {self.worker_id}: {shlex.join(cmd)}\n".encode())
+            out.flush()
+            env = self._child_env(deployment.job_id)
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    cwd=str(folder.root), start_new_session=True,
+                                    preexec_fn=_set_parent_death_signal)
+        except OSError as err:
+            log.error("job %s: cannot start its inference process: %s", deployment.job_id, err)
+            if self.store.end_deployment(job_id=deployment.job_id, deployment_id=deployment.deployment_id):
+                self._log(folder, "ERROR", f"deploy failed: worker {self.worker_id} could not start the inference "
+                          f"process: {err}; the job is `complete` again")
+            return
+        self.serving[deployment.job_id] = _Serving(deployment=deployment, folder=folder, proc=proc, out=out)
+        self.store.set_serving_pid(job_id=deployment.job_id, deployment_id=deployment.deployment_id, pid=proc.pid)
+        self._log(folder, "INFO", f"deploying: worker {self.worker_id} started the inference process (pid {proc.pid}); "
+                  f"the job is `deployed` once it answers its health check")
+        log.info("job %s: inference process started (pid %d)", deployment.job_id, proc.pid)
+
+    def _tend_deployments(self) -> None:
+        """Reap dead inference processes, heartbeat, stop withdrawn ones, health-check the others."""
+        if not self.serving:
+            return
+        for srv in list(self.serving.values()):
+            rc = srv.proc.poll()
+            if rc is not None:
+                what = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+                if srv.healthy:
+                    reason = f"the inference process (pid {srv.proc.pid}) died ({what})"
+                else:
+                    reason = f"the inference process (pid {srv.proc.pid}) exited ({what}) before it answered its health check"
+                self._serving_failed(srv, reason)
+        if not self.serving:
+            return
+        now = time.monotonic()
+        touch = now - self._last_serving_heartbeat >= self.heartbeat_interval_s
+        if touch:
+            self._last_serving_heartbeat = now
+        ours = self.store.deployment_heartbeat(
+            deployments={job_id: srv.deployment.deployment_id for job_id, srv in self.serving.items()}, touch=touch)
+        for job_id, srv in list(self.serving.items()):
+            if job_id not in ours:  # undeployed, deleted, or recovered by another worker
+                del self.serving[job_id]
+                self._stop_serving(srv)
+                try:
+                    row = self.store.get_job(job_id=job_id)
+                except JobNotFound:
+                    row = None
+                if row is not None and row.deployment_id is None and row.status == JobStatus.COMPLETE:
+                    self._set_file_status(srv.folder, JobStatus.COMPLETE)
+                self._log(srv.folder, "INFO", f"undeployed: worker {self.worker_id} stopped the inference process "
+                          f"(pid {srv.proc.pid})")
+                log.info("job %s: deployment withdrawn; inference process stopped", job_id)
+                continue
+            if not srv.healthy:
+                self._await_health(srv)
+            elif now - srv.last_check >= self.heartbeat_interval_s:
+                srv.last_check = now
+                if self._healthy(srv):
+                    srv.failed_checks = 0
+                else:
+                    srv.failed_checks += 1
+                    if srv.failed_checks >= self.MAX_FAILED_CHECKS:
+                        self._serving_failed(srv, f"the inference process (pid {srv.proc.pid}) stopped answering its "
+                                                  f"health check ({srv.failed_checks} checks in a row)")
+
+    def _await_health(self, srv: _Serving) -> None:
+        """A starting process: learn its port from serving.json, then mark it deployed once healthy."""
+        if srv.port is None:
+            info = read_json(srv.folder.root / SERVING_FILE, default=None) if srv.folder.root.is_dir() else None
+            if isinstance(info, dict) and info.get("pid") == srv.proc.pid and isinstance(info.get("port"), int):
+                srv.port = info["port"]
+        if srv.port is not None and self._healthy(srv):
+            dep = srv.deployment
+            if self.store.mark_deployed(job_id=dep.job_id, deployment_id=dep.deployment_id, port=srv.port,
+                                        pid=srv.proc.pid):
+                srv.healthy, srv.last_check = True, time.monotonic()
+                self._set_file_status(srv.folder, JobStatus.DEPLOYED)
+                self._log(srv.folder, "INFO", f"deployed: serving on {SERVING_HOST}:{srv.port} (pid {srv.proc.pid}, "
+                          f"worker {self.worker_id}) after {time.monotonic() - srv.started:.1f}s; "
+                          f"POST /felix/trained-models/{dep.job_id}/predict")
+                log.info("job %s: deployed on port %d", dep.job_id, srv.port)
+            return
+        if time.monotonic() - srv.started > self.deploy_timeout_s:
+            self._serving_failed(srv, f"the inference process (pid {srv.proc.pid}) did not answer its health check "
+                                      f"within {self.deploy_timeout_s:g}s")
+
+    def _healthy(self, srv: _Serving) -> bool:
+        try:
+            status, body = get_json(SERVING_HOST, srv.port, "/health", timeout_s=self.HEALTH_TIMEOUT_S)
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
+        return status == 200 and body.get("status") == "ok" and body.get("job_id") == srv.job_id
+
+    def _stop_serving(self, srv: _Serving) -> int | None:
+        """SIGTERM the inference process, SIGKILL it after the grace period; its exit code."""
+        for sig, wait_s in ((signal.SIGTERM, self.SERVING_STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+            if srv.proc.poll() is not None:
+                break
+            try:
+                os.killpg(srv.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    srv.proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                srv.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        srv.out.close()
+        return srv.proc.poll()
+
+    def _serving_failed(self, srv: _Serving, reason: str) -> None:
+        """The process died, hung or never became healthy: stop it, job back to `complete`, reason in train.log."""
+        self.serving.pop(srv.job_id, None)
+        self._stop_serving(srv)
+        dep = srv.deployment
+        if not self.store.end_deployment(job_id=dep.job_id, deployment_id=dep.deployment_id):
+            log.info("job %s: %s (deployment already withdrawn)", dep.job_id, reason)
+            return
+        self._set_file_status(srv.folder, JobStatus.COMPLETE)
+        self._log(srv.folder, "ERROR", f"{'undeployed' if srv.healthy else 'deploy failed'}: {reason}; the job is "
+                  f"`complete` again (POST /felix/training-jobs/{dep.job_id}/deploy to serve it again); "
+                  f"{SERVING_LOG} in the job folder has the process' output")
+        tail = _tail(srv.folder.root / SERVING_LOG, 20)
+        starts = [i for i, line in enumerate(tail) if line.startswith("--- ")]
+        for line in tail[starts[-1] + 1 if starts else 0:]:  # this process' output only
+            self._log(srv.folder, "ERROR", f"  | {line}")
+        log.warning("job %s: %s; complete again", dep.job_id, reason)
+
+    def _release_deployments(self) -> None:
+        """Shutdown: stop every inference process and hand its deployment back for another worker."""
+        for srv in list(self.serving.values()):
+            del self.serving[srv.job_id]
+            self._stop_serving(srv)
+            dep = srv.deployment
+            if self.store.end_deployment(job_id=dep.job_id, deployment_id=dep.deployment_id, keep_request=True):
+                self._set_file_status(srv.folder, JobStatus.COMPLETE)
+                self._log(srv.folder, "WARN", f"worker {self.worker_id} is stopping: inference process stopped; "
+                          "the deployment waits for another worker (the job is `complete` until it serves again)")
+            log.info("job %s: deployment handed back", dep.job_id)
+
+
 def _read_status(folder: JobFolder) -> dict | None:
     from felix_train.jobs import read_json
 
@@ -438,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerate-config", default=None, help="accelerate config file for distributed jobs")
     p.add_argument("--runner-cmd", default=None,
                    help="child command before `SPEC --job-id ID --home HOME` (default: python -m felix_train run)")
+    p.add_argument("--max-deployments", type=int, default=4,
+                   help="deployed models this worker serves at once (default 4; 0: none)")
+    p.add_argument("--deploy-timeout", type=float, default=600.0,
+                   help="seconds a new inference process gets to load its model and answer /health (default 600)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -452,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(store, home=home, worker_id=args.worker_id, concurrency=args.concurrency, poll_s=args.poll,
                         heartbeat_timeout_s=args.heartbeat_timeout, max_attempts=args.max_attempts,
                         runner_cmd=shlex.split(args.runner_cmd) if args.runner_cmd else None,
-                        stop_grace_s=args.stop_grace, accelerate_config=args.accelerate_config)
+                        stop_grace_s=args.stop_grace, accelerate_config=args.accelerate_config,
+                        max_deployments=args.max_deployments, deploy_timeout_s=args.deploy_timeout)
     except ValueError as err:
         print(str(err), file=sys.stderr)
         return 2
