@@ -88,11 +88,11 @@ class CheckpointManager:
                metrics: dict[str, Any] | None = None) -> CheckpointManifest | None:
         """Turn a staged folder into `checkpoints/<uuid>/` with its manifest, then apply retention.
 
-        On a non-main rank the staged folder is discarded and None is returned.
+        On a non-main rank nothing happens and None is returned: the staged folder may be
+        shared by every rank (HF's `checkpoint-N`), and rank 0 commits it.
         """
         staged = Path(staged)
         if not self.is_main:
-            shutil.rmtree(staged, ignore_errors=True)
             return None
         manifest = CheckpointManifest(
             uuid=str(uuidlib.uuid4()), job_id=self.job.id, step=int(step),

@@ -109,10 +109,15 @@ def run_job(spec: str | os.PathLike | dict | JobSpec, *, job_id: str | None = No
     job = JobFolder(job_id, home)
     reporter = Reporter(job, is_main=is_main, echo=echo and is_main,
                         tensorboard=ReportTo.TENSORBOARD in resolved.engine.report_to)
+    import signal
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return int(_run(resolved, job, reporter, home, is_main, world))
     finally:
         reporter.close()
+        for sig, handler in previous.items():  # an embedding worker gets its own handlers back
+            signal.signal(sig, handler)
 
 
 def _reopen(job: JobFolder, resolved: JobSpec, reporter: Reporter) -> JobSpec:

@@ -108,7 +108,9 @@ class EngineSpec(_Strict):
     save_steps: int | None = Field(None, ge=1, description="Optimizer steps between checkpoints; default once per epoch.")
     keep_last: int = Field(2, ge=1, le=100, description="Checkpoints kept besides the best one.")
     report_to: list[ReportTo] = Field(default_factory=lambda: [ReportTo.TENSORBOARD], description="Trackers; TensorBoard events land in the job folder.")
-    packing: bool | Literal["auto"] = Field("auto", description="SFT packing: auto packs only where it is exact and faster.")
+    packing: bool | Literal["auto"] = Field(
+        "auto", description="SFT: `auto` = no packing, length-grouped padded batches (exact, resume-exact); `true` = TRL "
+        "bfd packing (per-document attention; batch_size counts packed rows of max_length tokens); `false` = plain padding.")
     completion_only_loss: bool = Field(True, description="SFT loss on assistant turns / completions only.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (off on CPU unless asked).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")

@@ -1,0 +1,304 @@
+"""The bridge between a Hugging Face / TRL trainer and a felix job: one callback, shared by SFT, DPO and GRPO.
+
+A TRL trainer runs the loop; felix hooks it (`FelixCallback`), never forks it:
+
+- progress (`on_step_end`)            → `ctx.reporter.progress` (status.json, ETA)
+- logs (`on_log`)                     → `ctx.reporter.log_metrics` (metrics.jsonl, TensorBoard) + a train.log line
+- stop / preemption (`on_step_end`)   → `ctx.control.check()`; on a reason: save, then stop, remembering why
+- checkpoints (`on_save`)             → HF's `checkpoint-N` folder is committed by `ctx.checkpoints.commit`,
+                                        which renames it to `checkpoints/<uuid>/` (HF keeps no checkpoints itself:
+                                        `save_total_limit=None`, retention is the manager's)
+- resume                              → `trainer.train(resume_from_checkpoint=checkpoints/<uuid>)`: HF restores
+                                        weights, optimizer, scheduler, RNG and data position, so a resumed run's
+                                        losses equal the uninterrupted run's bit for bit on CPU.
+
+Typical use in a trainer module:
+
+    args = training_arguments(ctx, SFTConfig, has_eval=eval_ds is not None, max_length=...)
+    callback = FelixCallback(ctx)
+    trainer = SFTTrainer(model=..., args=args, ..., callbacks=[callback])
+    output = train(trainer, ctx, callback)
+    if callback.stop_reason is not None:
+        return TrainResult(outcome=callback.outcome(), last_checkpoint=callback.last_checkpoint)
+
+Imports transformers at module import: load this module only inside a trainer's `run()`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from felix_train.checkpoints import CheckpointManifest
+from felix_train.trainers.context import Outcome, StopReason, TrainContext
+
+HF_OUTPUT_DIRNAME = "hf"
+"""HF `output_dir` is `ctx.job.work_dir / "hf"`: scratch for `checkpoint-N` folders before they are committed."""
+
+_LOG_KEYS_FIRST = ("loss", "eval_loss", "grad_norm", "learning_rate", "mean_token_accuracy",
+                   "eval_mean_token_accuracy", "reward", "rewards/accuracies")
+_LOG_KEYS_HIDDEN = ("train_runtime", "train_tokens_per_second", "num_tokens", "eval_num_tokens")
+"""Per-step keys left out of the train.log line (HF's running speed figures; metrics.jsonl keeps them)."""
+
+
+# -- TrainingArguments ---------------------------------------------------------------------------------------
+
+def hf_output_dir(ctx: TrainContext) -> Path:
+    return ctx.job.work_dir / HF_OUTPUT_DIRNAME
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bf16 mixed precision is a good default on `device` (CUDA with native bf16 only)."""
+    if device != "cuda":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def precision_flags(ctx: TrainContext) -> dict[str, bool]:
+    """`bf16`/`fp16` for TrainingArguments from `engine.precision` (auto = bf16 where supported, else fp32).
+
+    Raises:
+        ValueError: bf16/fp16 asked for on a device that cannot do it.
+    """
+    precision = ctx.spec.engine.precision
+    if precision == "auto":
+        return {"bf16": bf16_supported(ctx.device), "fp16": False}
+    if precision == "fp32":
+        return {"bf16": False, "fp16": False}
+    if precision == "bf16":
+        if ctx.device == "cuda" and not bf16_supported(ctx.device):
+            raise ValueError("`engine.precision: bf16` but this GPU has no native bf16; "
+                             "use `precision: fp16` or `auto`")
+        if ctx.device != "cuda":
+            raise ValueError(f"`engine.precision: bf16` needs a GPU, but this job runs on {ctx.device}; "
+                             "use `precision: auto` (fp32 on CPU)")
+        return {"bf16": True, "fp16": False}
+    if ctx.device != "cuda":
+        raise ValueError(f"`engine.precision: fp16` needs a GPU, but this job runs on {ctx.device}; "
+                         "use `precision: auto` (fp32 on CPU)")
+    return {"bf16": False, "fp16": True}
+
+
+def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = TrainingArguments, *,
+                       has_eval: bool, **overrides: Any) -> TrainingArguments:
+    """The TrainingArguments (or a TRL config subclass) every felix trainer shares, from the resolved spec.
+
+    Save/eval every `engine.save_steps` / `engine.eval.steps` optimizer steps when given, else once per epoch;
+    `engine.max_steps` overrides `num_epochs`. TRL's defaults that do not suit a job are overridden
+    (`bf16=True` and `gradient_checkpointing=True` only where the device and the spec ask for them).
+    `overrides` are the algorithm's own fields (e.g. SFT's `max_length`, `packing`) and win over these.
+    """
+    spec, engine = ctx.spec, ctx.spec.engine
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(hf_output_dir(ctx)),
+        seed=engine.seed,
+        per_device_train_batch_size=engine.batch_size,
+        per_device_eval_batch_size=engine.batch_size,
+        gradient_accumulation_steps=engine.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.num_epochs,
+        max_steps=engine.max_steps or -1,
+        warmup_steps=engine.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        weight_decay=engine.weight_decay,
+        max_grad_norm=engine.max_grad_norm,
+        lr_scheduler_type="linear",
+        logging_strategy="steps",
+        logging_steps=engine.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if engine.save_steps else "epoch",
+        save_steps=engine.save_steps or 500,
+        save_total_limit=None,  # retention is the CheckpointManager's
+        save_only_model=False,  # optimizer, scheduler and RNG states: exact resume
+        eval_strategy=("steps" if engine.eval.steps else "epoch") if has_eval else "no",
+        eval_steps=engine.eval.steps,
+        load_best_model_at_end=False,
+        report_to="none",  # the Reporter writes metrics.jsonl and TensorBoard itself
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        torch_compile=False,
+        activation_checkpointing=engine.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        use_cpu=ctx.device == "cpu",
+        include_num_input_tokens_seen="non_padding",
+        restore_callback_states_from_checkpoint=False,
+        **precision_flags(ctx),
+    )
+    kwargs.update(overrides)
+    return config_cls(**kwargs)
+
+
+# -- the callback --------------------------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_log_line(step: int, max_steps: int, logs: dict[str, Any]) -> str:
+    """One train.log line: `step 10/40 epoch 0.50 loss 2.3456 lr 1.000e-03 ...` (the main keys first)."""
+    hidden = _LOG_KEYS_HIDDEN if "train_loss" not in logs else ()
+    keys = [k for k in _LOG_KEYS_FIRST if k in logs] + sorted(
+        k for k in logs if k not in _LOG_KEYS_FIRST and k not in hidden)
+    parts = [f"step {step}/{max_steps}"]
+    if isinstance(logs.get("epoch"), (int, float)):
+        parts.append(f"epoch {logs['epoch']:.2f}")
+    parts += [f"{k} {_fmt(logs[k])}" for k in keys if k != "epoch"]
+    return " ".join(parts)
+
+
+class FelixCallback(TrainerCallback):
+    """Reports progress and metrics, turns stop/preemption into a checkpoint, commits HF checkpoints.
+
+    After `trainer.train()` returns:
+        stop_reason (`StopReason` or None): why training stopped early (None: it ran to the end).
+        last_checkpoint (`CheckpointManifest` or None): the last checkpoint committed by this process.
+        eval_metrics (`dict`): the last evaluation's metrics (`eval_*` keys), `eval_step` its step.
+        train_logs (`dict`): the last training log (loss, learning_rate, ...).
+        tokens_per_s (`float` or None): non-padding input tokens per second in this process's run.
+    """
+
+    def __init__(self, ctx: TrainContext):
+        self.ctx = ctx
+        self.stop_reason: StopReason | None = None
+        self.last_checkpoint: CheckpointManifest | None = None
+        self.last_saved_step: int | None = None
+        self.eval_metrics: dict[str, Any] = {}
+        self.eval_step: int | None = None
+        self.train_logs: dict[str, Any] = {}
+        self.tokens_per_s: float | None = None
+        self._t0: float | None = None
+        self._tokens0 = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        self._t0 = time.monotonic()
+        self._tokens0 = int(state.num_input_tokens_seen or 0)
+        self.ctx.reporter.start_clock(state.global_step)
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True)
+
+    def on_step_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch)
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the last steps' loss is never left unlogged
+        reason = self.ctx.control.check()
+        if reason is not None and self.stop_reason is None:
+            self.stop_reason = reason
+            what = "stop requested" if reason == StopReason.STOP else "interrupted (preemption)"
+            self.ctx.reporter.log(f"{what} at step {state.global_step}: saving a checkpoint, then stopping")
+            control.should_log = True
+            control.should_save = True
+            control.should_evaluate = False
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        # never evaluate or save the same step twice (a stop mid-epoch, or the last step, already did)
+        if self.stop_reason is not None or self.eval_step == state.global_step:
+            control.should_evaluate = False
+        if self.stop_reason is not None or self.last_saved_step == state.global_step:
+            control.should_save = False
+        return control
+
+    def on_train_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._t0 is not None:
+            elapsed = time.monotonic() - self._t0
+            tokens = int(state.num_input_tokens_seen or 0) - self._tokens0
+            self.tokens_per_s = tokens / elapsed if elapsed > 0 else None
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True)
+
+    # -- logs --------------------------------------------------------------------------------------------
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if any(k.startswith("eval_") for k in logs):
+            self.eval_metrics = {k: v for k, v in logs.items() if k.startswith("eval_")}
+            self.eval_step = state.global_step
+        elif "loss" in logs:
+            self.train_logs = logs
+        epoch = logs.pop("epoch", state.epoch)
+        self.ctx.reporter.log_metrics(state.global_step, logs, epoch=epoch)
+        self.ctx.reporter.log(format_log_line(state.global_step, state.max_steps, {"epoch": epoch, **logs}))
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        _barrier()  # every rank has written its files (rng_state_<rank>.pth) before the folder moves
+        self.last_saved_step = state.global_step
+        if not (self.ctx.is_main_process and state.is_world_process_zero):
+            return
+        metrics: dict[str, Any] = {}
+        if "loss" in self.train_logs:
+            metrics["loss"] = self.train_logs["loss"]
+        best = self.ctx.checkpoints.best_metric  # a training metric (GRPO's `reward`) must reach the manifest too
+        if best and not best.startswith("eval_") and best in self.train_logs:
+            metrics[best] = self.train_logs[best]
+        if self.eval_step == state.global_step:
+            metrics.update(self.eval_metrics)
+        manifest = self.ctx.checkpoints.commit(folder, step=state.global_step, epoch=state.epoch, metrics=metrics)
+        if manifest is not None:
+            self.last_checkpoint = manifest
+            self.ctx.reporter.log(f"checkpoint {manifest.uuid} saved at step {manifest.step}"
+                                  + (f" (eval_loss {_fmt(metrics['eval_loss'])})" if "eval_loss" in metrics else ""))
+
+    def outcome(self) -> Outcome:
+        if self.stop_reason == StopReason.STOP:
+            return Outcome.STOPPED
+        if self.stop_reason == StopReason.PREEMPT:
+            return Outcome.PREEMPTED
+        return Outcome.COMPLETE
+
+
+def _barrier() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch without distributed
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+def resume_path(ctx: TrainContext) -> str | None:
+    """The checkpoint folder to resume this job from (its last checkpoint), or None for a fresh start."""
+    if ctx.resume_from is None:
+        return None
+    return str(ctx.checkpoints.path(ctx.resume_from))
+
+
+def train(trainer, ctx: TrainContext, callback: FelixCallback):
+    """`trainer.train()`, resuming exactly from `ctx.resume_from` when set. Returns HF's TrainOutput."""
+    path = resume_path(ctx)
+    if path is not None:
+        ctx.reporter.log(f"resuming training at step {ctx.resume_from.step} from checkpoint {ctx.resume_from.uuid}")
+    return trainer.train(resume_from_checkpoint=path)
+
+
+def run_train_loss(ctx: TrainContext, final_step: int) -> float | None:
+    """Mean training loss over the whole job (every attempt), from metrics.jsonl.
+
+    HF's `train_loss` covers only the steps run by this process; a resumed job's earlier steps
+    are in metrics.jsonl. Each logged `loss` averages the steps since the previous log; a step
+    logged twice (a preempted attempt ran past its last checkpoint) counts once, its last value.
+    """
+    by_step: dict[int, float] = {}
+    for row in ctx.reporter.read_metrics():
+        loss, step = row.get("loss"), row.get("step")
+        if isinstance(loss, (int, float)) and isinstance(step, int) and 0 < step <= final_step and math.isfinite(loss):
+            by_step[step] = float(loss)
+    if not by_step:
+        return None
+    total, prev = 0.0, 0
+    for step in sorted(by_step):
+        total += by_step[step] * (step - prev)
+        prev = step
+    return total / prev

