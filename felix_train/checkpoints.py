@@ -76,24 +76,31 @@ class CheckpointManager:
         self.keep_last = max(1, keep_last)
         self.best_metric = best_metric
         self.greater_is_better = greater_is_better
+        self._staged: set[Path] = set()
 
     # -- writing -----------------------------------------------------------------
     def stage(self) -> Path:
-        """A fresh empty folder on the same file system to write a checkpoint into."""
+        """A fresh empty folder on the same file system to write a checkpoint into (this process's own)."""
         path = self.job.work_dir / f"staging-{uuidlib.uuid4().hex[:12]}"
         path.mkdir(parents=True, exist_ok=False)
+        self._staged.add(path)
         return path
 
     def commit(self, staged: Path, *, step: int, epoch: float | None = None,
                metrics: dict[str, Any] | None = None) -> CheckpointManifest | None:
         """Turn a staged folder into `checkpoints/<uuid>/` with its manifest, then apply retention.
 
-        On a non-main rank nothing happens and None is returned: the staged folder may be
-        shared by every rank (HF's `checkpoint-N`), and rank 0 commits it.
+        On a non-main rank nothing is committed and None is returned: the staged folder may be
+        shared by every rank (HF's `checkpoint-N`), and rank 0 commits it. A folder this rank got
+        from `stage()` is its own, and is removed.
         """
         staged = Path(staged)
         if not self.is_main:
+            if staged in self._staged:
+                self._staged.discard(staged)
+                shutil.rmtree(staged, ignore_errors=True)
             return None
+        self._staged.discard(staged)
         manifest = CheckpointManifest(
             uuid=str(uuidlib.uuid4()), job_id=self.job.id, step=int(step),
             epoch=None if epoch is None else round(float(epoch), 4), created_at=utcnow(),

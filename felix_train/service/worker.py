@@ -6,7 +6,7 @@ For each claimed job the worker writes the job's spec to `jobs/<id>/request.json
 
     python -m felix_train run jobs/<id>/request.json --job-id ID --home HOME
 
-(`accelerate launch --num_processes N -m felix_train run ...` when the spec's
+(the runner itself relaunches under `accelerate launch` when the spec's
 `engine.distributed.num_processes` is above 1). While a child runs, the worker
 
 - heartbeats the job in the store, and mirrors `status.json`'s progress into it;
@@ -114,16 +114,6 @@ def default_serving_cmd() -> list[str]:
     return [sys.executable, "-m", "felix_train.service.serving"]
 
 
-def accelerate_cmd(num_processes: int, config_file: str | None = None) -> list[str]:
-    """`accelerate launch --num_processes N [--config_file F] -m felix_train run`."""
-    exe = shutil.which("accelerate")
-    launcher = [exe, "launch"] if exe else [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd = [*launcher, "--num_processes", str(num_processes)]
-    if config_file:
-        cmd += ["--config_file", config_file]
-    return [*cmd, "-m", "felix_train", "run"]
-
-
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -185,7 +175,7 @@ class Worker:
         heartbeat_timeout_s: a `running` job whose heartbeat is older is requeued by any worker.
         max_attempts: a job whose workers died this many times is `failed` instead of requeued.
         runner_cmd: the child command before `SPEC --job-id ID --home HOME`; default
-            `python -m felix_train run` (and `accelerate launch` for distributed specs).
+            `python -m felix_train run` (which relaunches itself under accelerate for distributed specs).
         stop_grace_s: on shutdown, how long children get to checkpoint before they are killed.
         accelerate_config: an accelerate config file for distributed jobs.
         max_deployments: models served at once by this worker (0: it serves none).
@@ -215,7 +205,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.runner_cmd = list(runner_cmd) if runner_cmd else None
         self.stop_grace_s = stop_grace_s
-        self.accelerate_config = accelerate_config
+        self.accelerate_config = str(Path(accelerate_config).resolve()) if accelerate_config else None
         self.max_deployments = max_deployments
         self.serving_cmd = list(serving_cmd) if serving_cmd else default_serving_cmd()
         self.deploy_timeout_s = deploy_timeout_s
@@ -315,14 +305,9 @@ class Worker:
 
     # -- children -----------------------------------------------------------------------------
     def command_for(self, job: ClaimedJob, spec_path: Path) -> list[str]:
-        engine = job.spec.get("engine") or {}
-        num_processes = int(((engine.get("distributed") or {}).get("num_processes")) or 1)
-        if self.runner_cmd is not None:
-            prefix = list(self.runner_cmd)
-        elif num_processes > 1:
-            prefix = accelerate_cmd(num_processes, self.accelerate_config)
-        else:
-            prefix = default_runner_cmd()
+        """Always `python -m felix_train run`: for `engine.distributed.num_processes > 1` the runner
+        relaunches itself under `accelerate launch` and returns rank 0's exit code (4 and 75 survive)."""
+        prefix = list(self.runner_cmd) if self.runner_cmd is not None else default_runner_cmd()
         return [*prefix, str(spec_path), "--job-id", job.id, "--home", str(self.home)]
 
     def _child_env(self, job: ClaimedJob | str) -> dict[str, str]:
@@ -331,6 +316,8 @@ class Worker:
         env["FELIX_JOB_ID"] = job if isinstance(job, str) else job.id
         env["FELIX_WORKER_ID"] = self.worker_id
         env["PYTHONUNBUFFERED"] = "1"
+        if self.accelerate_config:
+            env["FELIX_ACCELERATE_CONFIG"] = self.accelerate_config
         # `-m felix_train` must import this very package, installed or not
         package_root = str(Path(felix_train.__file__).resolve().parents[1])
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -8,10 +8,11 @@ poll `control` once per optimizer step.
 from __future__ import annotations
 
 import signal
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from felix_train.catalog import BaseModelEntry
 from felix_train.checkpoints import CheckpointManager, CheckpointManifest
@@ -31,16 +32,41 @@ class Outcome(str, Enum):
     PREEMPTED = "preempted"
 
 
+def distributed():
+    """`torch.distributed` when this process is one rank of several in an initialised group, else None.
+
+    Never imports torch: a run that has not loaded it (the runner's fake trainers, `validate`) is not distributed.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    return dist if dist.get_world_size() > 1 else None
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op outside a distributed run)."""
+    dist = distributed()
+    if dist is not None:
+        dist.barrier()
+
+
+_STOP_CODES: dict[StopReason | None, int] = {None: 0, StopReason.PREEMPT: 1, StopReason.STOP: 2}
+_STOP_REASONS = {code: reason for reason, code in _STOP_CODES.items()}
+
+
 class RunControl:
     """Stop and preemption requests, polled by trainers at step boundaries.
 
-    `sync`, when set (distributed runs), turns a local reason into one every rank agrees on.
+    Every rank calls `check()` once per optimizer step (the HF bridge's `on_step_end`, the GLiNER2
+    loop). In a distributed run `sync` all-reduces the ranks' local reasons (max of 0 none, 1 preempt,
+    2 stop), so all ranks stop at the same step for the same reason, and save one checkpoint together:
+    a SIGTERM that reached one rank only stops them all, and a stop request outranks a preemption.
     """
 
     def __init__(self, job: JobFolder):
         self.job = job
         self._signalled: int | None = None
-        self.sync: Callable[[StopReason | None], StopReason | None] | None = None
+        self._group: Any = None  # the gloo group stop codes travel on when the default group is NCCL
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,10 +84,28 @@ class RunControl:
             return StopReason.PREEMPT
         return None
 
+    def sync(self, reason: StopReason | None) -> StopReason | None:
+        """The reason every rank agrees on: the all-reduced (max) stop code; `reason` itself in a single process.
+
+        A collective: in a distributed run every rank must call it, the same number of times. The code
+        travels as a CPU tensor over gloo (the default group when it has gloo, else a gloo group made on the
+        first call), so it neither needs nor synchronises a GPU.
+        """
+        dist = distributed()
+        if dist is None:
+            return reason
+        import torch
+
+        if self._group is None:
+            backend = str(dist.get_backend())
+            self._group = dist.GroupMember.WORLD if "gloo" in backend else dist.new_group(backend="gloo")
+        code = torch.tensor([_STOP_CODES[reason]], dtype=torch.int32)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX, group=self._group)
+        return _STOP_REASONS[int(code.item())]
+
     def check(self) -> StopReason | None:
-        """The reason to stop now, or None. Call once per optimizer step."""
-        reason = self.local_reason()
-        return self.sync(reason) if self.sync is not None else reason
+        """The reason to stop now, or None. Call once per optimizer step, on every rank."""
+        return self.sync(self.local_reason())
 
 
 @dataclass

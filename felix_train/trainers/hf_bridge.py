@@ -11,6 +11,10 @@ A TRL trainer runs the loop; felix hooks it (`FelixCallback`), never forks it:
 - resume                              → `trainer.train(resume_from_checkpoint=checkpoints/<uuid>)`: HF restores
                                         weights, optimizer, scheduler, RNG and data position, so a resumed run's
                                         losses equal the uninterrupted run's bit for bit on CPU.
+- distributed runs (DDP, FSDP, DeepSpeed)  → HF/accelerate shard the data and sync gradients; `ctx.control.check()`
+                                        all-reduces the ranks' stop codes, so every rank stops at the same step and
+                                        joins the same save; `on_save` waits for every rank's files, then rank 0
+                                        commits; the reporter writes on rank 0 only.
 
 Typical use in a trainer module:
 
@@ -34,7 +38,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from felix_train.checkpoints import CheckpointManifest
-from felix_train.trainers.context import Outcome, StopReason, TrainContext
+from felix_train.trainers.context import Outcome, StopReason, TrainContext, barrier
 
 HF_OUTPUT_DIRNAME = "hf"
 """HF `output_dir` is `ctx.job.work_dir / "hf"`: scratch for `checkpoint-N` folders before they are committed."""
@@ -85,6 +89,33 @@ def precision_flags(ctx: TrainContext) -> dict[str, bool]:
     return {"bf16": False, "fp16": True}
 
 
+def gpu_defaults(ctx: TrainContext) -> dict[str, Any]:
+    """What a CUDA run gets beyond the spec: TF32 matmuls (Ampere or newer), fused AdamW, and Liger kernels
+    when `liger-kernel` is installed (never required). Empty on CPU. bf16 comes from `precision_flags`.
+    """
+    if ctx.device != "cuda":
+        return {}
+    from transformers.utils import is_liger_kernel_available, is_torch_tf32_available
+
+    out: dict[str, Any] = {"optim": "adamw_torch_fused"}
+    if is_torch_tf32_available():
+        out["tf32"] = True
+    if is_liger_kernel_available():
+        out["use_liger_kernel"] = True
+    return out
+
+
+def attn_implementation(ctx: TrainContext) -> str | None:
+    """`flash_attention_2` for `from_pretrained(attn_implementation=...)` on CUDA when `flash-attn` is installed
+    and the run trains in bf16/fp16; None (transformers' default, SDPA) otherwise. Never required.
+    """
+    if ctx.device != "cuda" or not any(precision_flags(ctx).values()):
+        return None
+    from transformers.utils import is_flash_attn_2_available
+
+    return "flash_attention_2" if is_flash_attn_2_available() else None
+
+
 def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = TrainingArguments, *,
                        has_eval: bool, **overrides: Any) -> TrainingArguments:
     """The TrainingArguments (or a TRL config subclass) every felix trainer shares, from the resolved spec.
@@ -92,6 +123,7 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
     Save/eval every `engine.save_steps` / `engine.eval.steps` optimizer steps when given, else once per epoch;
     `engine.max_steps` overrides `num_epochs`. TRL's defaults that do not suit a job are overridden
     (`bf16=True` and `gradient_checkpointing=True` only where the device and the spec ask for them).
+    On CUDA, `gpu_defaults` adds TF32, fused AdamW and Liger kernels (when installed).
     `overrides` are the algorithm's own fields (e.g. SFT's `max_length`, `packing`) and win over these.
     """
     spec, engine = ctx.spec, ctx.spec.engine
@@ -128,7 +160,15 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
         restore_callback_states_from_checkpoint=False,
         **precision_flags(ctx),
     )
+    gpu = gpu_defaults(ctx)
+    kwargs.update(gpu)
     kwargs.update(overrides)
+    if gpu:
+        flags = (("bf16", kwargs.get("bf16")), ("fp16", kwargs.get("fp16")), ("tf32", kwargs.get("tf32")),
+                 ("fused AdamW", kwargs.get("optim") == "adamw_torch_fused"),
+                 ("Liger kernels", kwargs.get("use_liger_kernel")))
+        used = [name for name, on in flags if on]
+        ctx.reporter.log(f"GPU defaults: {', '.join(used) or 'fp32'}")
     return config_cls(**kwargs)
 
 
@@ -231,7 +271,7 @@ class FelixCallback(TrainerCallback):
     # -- checkpoints -------------------------------------------------------------------------------------
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        _barrier()  # every rank has written its files (rng_state_<rank>.pth) before the folder moves
+        barrier()  # every rank has written its files (rng_state_<rank>.pth) before the folder moves
         self.last_saved_step = state.global_step
         if not (self.ctx.is_main_process and state.is_world_process_zero):
             return
@@ -255,15 +295,6 @@ class FelixCallback(TrainerCallback):
         if self.stop_reason == StopReason.PREEMPT:
             return Outcome.PREEMPTED
         return Outcome.COMPLETE
-
-
-def _barrier() -> None:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch without distributed
-        return
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 # -- running -------------------------------------------------------------------------------------------------

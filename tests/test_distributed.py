@@ -1,0 +1,238 @@
+"""Distributed runs on CPU: 2 processes over gloo, launched the way a GPU job is (`accelerate launch`, DDP).
+
+`python -m felix_train SPEC` with `engine.distributed.num_processes: 2` launches itself with
+`accelerate launch --config_file configs/accelerate/ddp.yaml` (`runner.launch_distributed`); accelerate's
+`--cpu` flag would start one process only (it needs mpirun for more), while the DDP launch goes through
+`torch.distributed.run` and gives CPU processes a gloo group. Checked here: one set of artifacts written by
+rank 0 alone, SIGTERM (to the launching process, or to one rank only) stopping both ranks at the same step
+with one checkpoint and exit 75, a stop request ending `cancelled` (exit 4), and resuming on 2 and on 1 process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch.multiprocessing as mp
+
+from felix_train.checkpoints import list_checkpoints, verify_checkpoint
+from felix_train.errors import SpecError
+from felix_train.jobs import JobFolder
+from felix_train.runner import ACCELERATE_CONFIG_DIR, accelerate_config, launch_command
+from felix_train.trainers.context import RunControl, StopReason
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- RunControl.sync: an all-reduce (max) of the ranks' stop codes -------------------------------------------------
+
+CASES = [  # (rank 0 local state, rank 1 local state) -> the reason both ranks must see
+    ((None, None), None),
+    ((None, "signal"), StopReason.PREEMPT),
+    (("signal", None), StopReason.PREEMPT),
+    (("stop", "signal"), StopReason.STOP),  # a user's stop outranks a preemption
+]
+
+
+def _sync_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    seen = []
+    for i, (states, _) in enumerate(CASES):
+        job = JobFolder(f"job-{rank}-{i}", Path(out_dir) / f"home{rank}")  # a STOP file only this rank sees
+        job.create()
+        control = RunControl(job)
+        if states[rank] == "stop":
+            job.request_stop()
+        if states[rank] == "signal":
+            control._on_signal(signal.SIGTERM, None)
+        reason = control.check()
+        seen.append(reason.value if reason else None)
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+def test_run_control_sync_gives_every_rank_the_same_reason(tmp_path):
+    mp.spawn(_sync_worker, args=(2, str(tmp_path / "pg"), str(tmp_path)), nprocs=2, join=True)
+    expected = [reason.value if reason else None for _, reason in CASES]
+    assert json.loads((tmp_path / "rank0.json").read_text()) == expected
+    assert json.loads((tmp_path / "rank1.json").read_text()) == expected
+
+
+def test_run_control_without_a_group_is_local(tmp_path):
+    job = JobFolder("solo", tmp_path)
+    job.create()
+    control = RunControl(job)
+    assert control.check() is None
+    control._on_signal(signal.SIGTERM, None)
+    assert control.check() == StopReason.PREEMPT
+    job.request_stop()
+    assert control.check() == StopReason.STOP
+
+
+# -- the launch ------------------------------------------------------------------------------------------------------
+
+def test_bundled_accelerate_configs_and_launch_command(tmp_path, monkeypatch):
+    names = sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob("*.yaml"))
+    assert names == ["ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp", "multi-node"]
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {name: load_config_from_file(str(ACCELERATE_CONFIG_DIR / f"{name}.yaml")).distributed_type.value
+             for name in names}
+    assert kinds == {"ddp": "MULTI_GPU", "deepspeed-zero2": "DEEPSPEED", "deepspeed-zero3": "DEEPSPEED",
+                     "fsdp": "FSDP", "multi-node": "MULTI_GPU"}
+
+    assert accelerate_config("ddp") == ACCELERATE_CONFIG_DIR / "ddp.yaml"
+    assert accelerate_config(str(ACCELERATE_CONFIG_DIR / "fsdp.yaml")) == ACCELERATE_CONFIG_DIR / "fsdp.yaml"
+    with pytest.raises(SpecError, match="deepspeed-zero3"):  # the error lists the bundled names
+        accelerate_config("zero9")
+    monkeypatch.setenv("FELIX_ACCELERATE_CONFIG", "deepspeed-zero2")
+    assert accelerate_config(None) == ACCELERATE_CONFIG_DIR / "deepspeed-zero2.yaml"
+
+    cmd = launch_command(tmp_path / "s.json", job_id="j", home=tmp_path, num_processes=4,
+                         config=ACCELERATE_CONFIG_DIR / "fsdp.yaml")
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
+    assert cmd[cmd.index("--config_file") + 1] == str(ACCELERATE_CONFIG_DIR / "fsdp.yaml")
+    assert "--multi_gpu" not in cmd  # the config says FSDP; --multi_gpu would turn it into plain DDP
+    assert cmd[-8:] == ["-m", "felix_train", "run", str(tmp_path / "s.json"), "--job-id", "j", "--home", str(tmp_path)]
+    monkeypatch.setenv("FELIX_NUM_MACHINES", "2")
+    monkeypatch.setenv("FELIX_MACHINE_RANK", "1")
+    monkeypatch.setenv("FELIX_MAIN_PROCESS_IP", "10.0.0.1")
+    cmd = launch_command(tmp_path / "s.json", job_id="j", home=tmp_path, num_processes=16, config=None)
+    assert "--multi_gpu" in cmd and "--config_file" not in cmd
+    assert cmd[cmd.index("--num_machines") + 1] == "2" and cmd[cmd.index("--machine_rank") + 1] == "1"
+    assert cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.1"
+
+
+# -- tiny SFT on 2 processes ---------------------------------------------------------------------------------------
+
+MAX_STEPS = 40
+
+
+def sft_spec(num_processes: int) -> dict:
+    return {"base_model": "felix/tiny-llm", "datasets": [{"name": "felix-chat-mini"}], "learning_rate": 1e-2,
+            "num_epochs": 1,
+            "engine": {"batch_size": 2, "logging_steps": 1, "max_length": 256, "seed": 7, "report_to": [],
+                       "eval": {"fraction": 0}, "max_steps": MAX_STEPS, "save_steps": 25,
+                       "distributed": {"num_processes": num_processes, "config": "ddp"}}}
+
+
+class Run:
+    """`python -m felix_train SPEC --job-id ID` in the background (the launching process of a distributed job)."""
+
+    def __init__(self, home: Path, tmp_path: Path, job_id: str, spec: dict):
+        path = tmp_path / f"{job_id}-{spec['engine']['distributed']['num_processes']}-{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        self.job = JobFolder(job_id, home)
+        self.logged = self.losses_logged()
+        self.proc = subprocess.Popen([sys.executable, "-m", "felix_train", str(path), "--job-id", job_id], env=env,
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def losses_logged(self) -> int:
+        path = self.job.metrics_path
+        return path.read_text().count('"loss"') if path.exists() else 0
+
+    def after_a_new_step(self, action, timeout: float = 90) -> None:
+        """Call `action()` once this run has logged a training step (of its own, not a previous attempt's)."""
+        deadline = time.monotonic() + timeout
+        while self.losses_logged() <= self.logged:
+            assert self.proc.poll() is None, self.stderr()
+            assert time.monotonic() < deadline, "no training step logged in time"
+            time.sleep(0.01)
+        action()
+
+    def rank(self, rank: int) -> psutil.Process:
+        (proc,) = [p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                   if p.environ().get("RANK") == str(rank) and p.environ().get("LOCAL_RANK") is not None
+                   and p.parent().environ().get("RANK") is None]
+        return proc
+
+    def wait(self, timeout: float = 120) -> int:
+        self._stderr = self.proc.communicate(timeout=timeout)[1].decode(errors="replace")
+        return self.proc.returncode
+
+    def stderr(self) -> str:
+        return getattr(self, "_stderr", "")[-4000:]
+
+
+def loss_steps(job: JobFolder) -> list[int]:
+    return [row["step"] for row in map(json.loads, job.metrics_path.read_text().splitlines()) if "loss" in row]
+
+
+def assert_one_consistent_checkpoint_per_save(job: JobFolder, world: int) -> list:
+    """Every committed checkpoint has a step of its own, intact files, and every rank's RNG state (saved together)."""
+    checkpoints = list_checkpoints(job)
+    steps = [c.step for c in checkpoints]
+    assert len(steps) == len(set(steps)), steps
+    log = job.log_path.read_text()
+    for c in checkpoints:
+        folder = job.checkpoints_dir / c.uuid
+        assert verify_checkpoint(folder) == []
+        assert sorted(p.name for p in folder.glob("rng_state*.pth")) == [f"rng_state_{r}.pth" for r in range(world)]
+        assert log.count(f"checkpoint {c.uuid} saved at step {c.step}") == 1
+    assert not list(job.work_dir.glob("staging-*")) and not list(job.root.glob(".model*"))
+    return checkpoints
+
+
+def test_sft_on_two_processes_preempt_on_every_or_one_rank_then_resume_on_one(model_store, tmp_path):
+    home = model_store
+    job = JobFolder("ddp-sft", home)
+
+    # 1. SIGTERM to the launching process: forwarded to both ranks, which checkpoint at the same step and exit 75
+    run = Run(home, tmp_path, job.id, sft_spec(2))
+    run.after_a_new_step(lambda: run.proc.send_signal(signal.SIGTERM))
+    assert run.wait() == 75, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "requested", status
+    log = job.log_path.read_text()
+    assert log.count("felix/tiny-llm lora sft, 2 process(es)") == 1  # rank 0 alone writes train.log
+    assert log.count("interrupted (preemption) at step") == 1
+    (first,) = [c for c in assert_one_consistent_checkpoint_per_save(job, 2) if c.step == status["progress"]["step"]]
+    steps = loss_steps(job)
+    assert steps == list(range(1, first.step + 1)), "metrics.jsonl: one line per step, from rank 0 only"
+    assert (job.work_dir / "launch-exit.json").exists()
+
+    # 2. SIGTERM to rank 1 only: the all-reduced stop code stops rank 0 at the same step; one checkpoint for both
+    run = Run(home, tmp_path, job.id, sft_spec(2))
+    run.after_a_new_step(lambda: run.rank(1).send_signal(signal.SIGTERM))
+    assert run.wait() == 75, run.stderr()
+    log = job.log_path.read_text()
+    assert f"resuming training at step {first.step} from checkpoint {first.uuid}" in log
+    assert log.count("interrupted (preemption) at step") == 2
+    second = assert_one_consistent_checkpoint_per_save(job, 2)[-1]
+    assert second.step > first.step and job.read_status()["progress"]["step"] == second.step
+    assert loss_steps(job) == list(range(1, second.step + 1))
+
+    # 3. the same job on 1 process (DDP checkpoints resume on any number of processes): completes
+    run = Run(home, tmp_path, job.id, sft_spec(1))
+    assert run.wait() == 0, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "complete" and status["metrics"]["steps"] == MAX_STEPS
+    assert f"resuming training at step {second.step} from checkpoint {second.uuid}" in job.log_path.read_text()
+    assert loss_steps(job) == list(range(1, MAX_STEPS + 1))
+    assert (job.model_dir / "adapter_model.safetensors").exists()
+    assert json.loads(job.spec_path.read_text())["engine"]["distributed"]["num_processes"] == 1
+
+
+def test_sft_on_two_processes_stop_request_cancels_both(model_store, tmp_path):
+    home = model_store
+    job = JobFolder("ddp-sft-stop", home)
+    run = Run(home, tmp_path, job.id, sft_spec(2))
+    run.after_a_new_step(job.request_stop)
+    assert run.wait() == 4, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "cancelled" and not job.stop_requested()
+    (checkpoint,) = assert_one_consistent_checkpoint_per_save(job, 2)
+    assert checkpoint.step == status["progress"]["step"]
+    assert job.log_path.read_text().count("stop requested at step") == 1
+    assert loss_steps(job) == list(range(1, checkpoint.step + 1))
+    assert not job.model_dir.exists()
