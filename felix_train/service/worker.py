@@ -57,7 +57,6 @@ import http.client
 import logging
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
