@@ -1,0 +1,316 @@
+"""LoRA GRPO on `felix/tiny-llm`: the reward rises, its metrics are reported, refused rl_configs, stop, resume.
+
+Every job uses the session-wide `model_store` as $FELIX_HOME, so the tiny model is built once;
+each test registers its own tiny prompt dataset and uses its own job ids.
+
+The tiny model's tied embeddings are small (init std 0.02), so its logits span about ±1.3 whatever the
+adapter learns: at temperature 1 no token can become likely. Sampling at a low temperature (0.15) lets
+the policy the adapter learns show in the completions, and so in the reward.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from felix_train import run_job
+from felix_train.checkpoints import list_checkpoints, verify_checkpoint
+from felix_train.data.registry import DatasetRegistry
+from felix_train.jobs import JobFolder
+
+TINY = "felix/tiny-llm"
+ROOT = Path(__file__).resolve().parents[2]
+ASKS = ["Say something.", "Tell me a fact.", "Write a word.", "Greet me.", "Name a colour.", "Describe the sky.",
+        "What is two plus two?", "Give me a tip."]
+
+
+# -- data and helpers ------------------------------------------------------------------------------------------
+
+def prompt_records(n: int = 8, conversational: bool = True) -> list[dict]:
+    """Short requests, each with a `word` column (read by the `contains` reward) and an `answer` column."""
+    out = []
+    for i in range(n):
+        ask = ASKS[i % len(ASKS)]
+        out.append({"prompt": [{"role": "user", "content": ask}] if conversational else ask,
+                    "word": "the", "answer": str(i)})
+    return out
+
+
+def register(home: Path, tmp_path: Path, name: str, records: list[dict]) -> str:
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    manifest = DatasetRegistry(home).add(name, path, overwrite=True)
+    assert manifest.state.value == "ready", manifest.errors
+    return name
+
+
+def spec(dataset: str, rl: dict | None = None, **engine) -> dict:
+    """4 prompts × 8 completions of ≤ 12 tokens per step; `contains` rewards completions holding the row's `word`."""
+    rl_config = {"reward_type": [{"type": "contains", "column": "word"}], "num_generations": 8,
+                 "max_completion_length": 12, "temperature": 0.15, **(rl or {})}
+    eng = {"batch_size": 32, "logging_steps": 1, "seed": 3, "report_to": [], "eval": {"fraction": 0},
+           "lora": {"r": 8, "dropout": 0.0}, **engine}
+    return {"base_model": TINY, "datasets": [{"name": dataset}], "training_algorithm": "grpo",
+            "rl_config": rl_config, "learning_rate": 5e-2, "num_epochs": 100, "engine": eng}
+
+
+def rows(job: JobFolder) -> list[dict]:
+    return [json.loads(line) for line in job.metrics_path.read_text().splitlines()]
+
+
+def when_logged(job: JobFolder, action, timeout: float = 120.0) -> threading.Thread:
+    """Call `action()` as soon as the job has logged its first training step."""
+
+    def loop():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if job.metrics_path.exists() and '"loss"' in job.metrics_path.read_text():
+                action()
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    """run_job installs SIGTERM/SIGINT handlers for its job; give pytest its own back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+# -- tests -----------------------------------------------------------------------------------------------------
+
+def test_reward_rises_and_every_grpo_metric_is_reported(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-learn", prompt_records())
+    code = run_job(spec(name, max_steps=16, save_steps=8), job_id="grpo-learn", home=home)
+    job = JobFolder("grpo-learn", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+
+    logged = [r for r in rows(job) if "reward" in r]
+    assert [r["step"] for r in logged] == list(range(1, 17))
+    for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio",
+                "rewards/contains/mean", "rewards/contains/std", "entropy"):
+        assert all(isinstance(r.get(key), (int, float)) for r in logged), key
+    reward = [r["reward"] for r in logged]
+    first, last = sum(reward[:4]) / 4, sum(reward[-4:]) / 4
+    assert last > first + 0.3, f"the reward did not rise: {first:.3f} -> {last:.3f} ({reward})"
+
+    metrics = status["metrics"]
+    assert metrics["reward"] == logged[-1]["reward"]
+    assert metrics["rewards/contains/mean"] == logged[-1]["rewards/contains/mean"]
+    assert metrics["reward_over_training"] == pytest.approx(sum(reward) / 16)
+    for key in ("rewards/contains/mean_over_training", "completions/mean_length",
+                "completions/mean_length_over_training", "completions/clipped_ratio", "frac_reward_zero_std",
+                "train_loss", "train_runtime_s", "num_tokens"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert "kl" not in metrics  # beta 0: no reference, no KL
+    assert metrics["steps"] == 16 and metrics["records_per_dataset"] == {name: 8}
+
+    # checkpoints carry the reward (the best-checkpoint metric) and verify; the adapter is exported
+    checkpoints = list_checkpoints(job)
+    assert [m.step for m in checkpoints] == [8, 16] and all("reward" in m.metrics for m in checkpoints)
+    assert verify_checkpoint(job.checkpoints_dir / checkpoints[-1].uuid) == []
+    assert (job.model_dir / "adapter_model.safetensors").exists()
+
+
+def test_weighted_rewards_and_kl_are_logged(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-weights", prompt_records())
+    rl = {"reward_type": [{"type": "contains", "column": "word", "weight": 1.0},
+                          {"type": "length_penalty", "target_length": 40, "weight": 0.25}], "beta": 0.04}
+    code = run_job(spec(name, rl, max_steps=3, batch_size=8), job_id="grpo-weights", home=home)
+    job = JobFolder("grpo-weights", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+    logged = [r for r in rows(job) if "reward" in r]
+    for r in logged:  # the logged reward is the weighted sum of the two
+        assert r["reward"] == pytest.approx(r["rewards/contains/mean"] + 0.25 * r["rewards/length_penalty/mean"],
+                                            abs=1e-5)
+    assert logged[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the reference
+    assert logged[-1]["kl"] > 0
+    metrics = status["metrics"]
+    assert metrics["kl"] == logged[-1]["kl"]
+    for key in ("rewards/contains/mean", "rewards/length_penalty/mean", "rewards/length_penalty/mean_over_training"):
+        assert isinstance(metrics[key], (int, float)), key
+    log = job.log_path.read_text()
+    assert "rewards contains×1, length_penalty×0.25" in log and "beta 0.04" in log
+
+
+def test_reward_functions_get_the_data_columns_only(model_store, tmp_path, monkeypatch):
+    """TRL hands every column but `prompt` to the rewards: felix's bookkeeping columns must not reach them."""
+    from felix_train import rewards
+
+    seen = {}
+
+    def spy(completions, prompts=None, **columns):
+        seen.update(columns)
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(rewards, "_load_function", lambda ref: spy)
+    home = model_store
+    name = register(home, tmp_path, "grpo-columns", prompt_records(conversational=False))
+    rl = {"reward_type": [{"type": "custom", "function": "tests.spy:reward", "columns": ["answer"]}]}
+    code = run_job(spec(name, rl, max_steps=1, batch_size=8), job_id="grpo-columns", home=home)
+    assert code == 0, JobFolder("grpo-columns", home).read_status().get("error")
+    assert set(seen) == {"word", "answer"}  # not felix's `source` / `line`, nor TRL's extras
+    assert len(seen["answer"]) == 8 and set(seen["answer"]) <= {str(i) for i in range(8)}
+
+
+DROP = object()
+"""In a REFUSED rl_config: leave this key out of the base rl_config."""
+
+REFUSED = [
+    # (changes to the rl_config, or None to leave it out; engine; loc; type): refused before any training, exit 2
+    (None, {}, ["rl_config"], "rl_config_required"),
+    ({"reward_type": DROP}, {}, ["rl_config", "reward_type"], "reward_type_required"),
+    ({"reward_type": "accuracy"}, {}, ["rl_config", "reward_type"], "unknown_reward_type"),
+    ({"reward_type": [{"type": "exact_match", "column": "solution"}]}, {}, ["rl_config", "reward_type", 0, "column"],
+     "reward_column_missing"),
+    ({"reward_type": [{"type": "contains"}]}, {}, ["rl_config", "reward_type", 0], "value_error"),
+    ({"num_generations": 1}, {}, ["rl_config", "num_generations"], "greater_than_equal"),
+    ({"num_generations": 3}, {"batch_size": 4}, ["engine", "batch_size"], "batch_not_divisible"),
+    ({"num_generations": 4, "generation_batch_size": 10}, {"batch_size": 4}, ["rl_config", "generation_batch_size"],
+     "batch_not_divisible"),
+    ({"generation_batch_size": 32, "steps_per_generation": 2}, {}, ["rl_config"], "value_error"),
+    ({"epsilon": 0.2, "epsilon_high": 0.1}, {}, ["rl_config", "epsilon_high"], "value_error"),
+    ({"temperature": 0}, {}, ["rl_config", "temperature"], "greater_than"),
+    ({"top_p": 1.5}, {}, ["rl_config", "top_p"], "less_than_equal"),
+    ({"loss_type": "ppo"}, {}, ["rl_config", "loss_type"], "literal_error"),
+    ({"scale_rewards": "yes"}, {}, ["rl_config", "scale_rewards"], "literal_error"),
+    ({"num_generation": 8}, {}, ["rl_config", "num_generation"], "extra_forbidden"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(REFUSED)), ids=[t for *_, t in REFUSED])
+def test_invalid_rl_config_is_refused_before_training(model_store, tmp_path, case):
+    rl, engine, loc, typ = REFUSED[case]
+    home = model_store
+    name = register(home, tmp_path, "grpo-refused", prompt_records())
+    data = spec(name, **engine)
+    if rl is None:
+        del data["rl_config"]
+    else:
+        data["rl_config"] = {k: v for k, v in {**data["rl_config"], **rl}.items() if v is not DROP}
+    job_id = f"grpo-refused-{case}"
+    assert run_job(data, job_id=job_id, home=home) == 2
+    job = JobFolder(job_id, home)
+    status = job.read_status()
+    assert status["status"] == "failed"
+    assert [e for e in status["error"]["errors"] if e["loc"][:len(loc)] == loc and e["type"] == typ], status["error"]
+    assert not list_checkpoints(job) and not job.model_dir.exists() and not job.metrics_path.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_use_vllm_without_vllm_is_refused_on_the_worker(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-vllm", prompt_records())
+    assert run_job(spec(name, {"use_vllm": True}), job_id="grpo-vllm", home=home) == 2
+    job = JobFolder("grpo-vllm", home)
+    (error,) = job.read_status()["error"]["errors"]
+    assert error["loc"] == ["rl_config", "use_vllm"] and "pip install vllm" in error["msg"]
+    assert not list_checkpoints(job) and not job.model_dir.exists()
+
+
+@pytest.mark.parametrize("policy", ["error", "drop"])
+def test_long_prompts_follow_the_length_policy(model_store, tmp_path, policy):
+    home = model_store
+    records = prompt_records()
+    for i in (2, 5):  # lines 3 and 6
+        records[i]["prompt"][0]["content"] = "Please " + " ".join(["really"] * 80) + " say something."
+    name = register(home, tmp_path, f"grpo-long-{policy}", records)
+    job_id = f"grpo-long-{policy}"
+    code = run_job(spec(name, length_policy=policy, max_length=64, max_steps=1, batch_size=8), job_id=job_id,
+                   home=home)
+    status = JobFolder(job_id, home).read_status()
+    if policy == "error":
+        assert code == 3
+        message = status["error"]["message"]
+        assert "2 training prompt(s) are longer than engine.max_length (64 tokens)" in message
+        assert [e["loc"][1:] for e in status["error"]["errors"]] == [[name, 3], [name, 6]]
+        return
+    assert code == 0, status.get("error")
+    assert status["metrics"]["num_dropped"] == 2 and status["metrics"]["records_per_dataset"] == {name: 6}
+
+
+def test_mixing_text_and_conversational_prompts_is_refused(model_store, tmp_path):
+    home = model_store
+    text = register(home, tmp_path, "grpo-text", prompt_records(conversational=False))
+    chat = register(home, tmp_path, "grpo-chat", prompt_records())
+    data = spec(text)
+    data["datasets"] = [{"name": text}, {"name": chat}]
+    assert run_job(data, job_id="grpo-mixed", home=home) == 3
+    message = JobFolder("grpo-mixed", home).read_status()["error"]["message"]
+    assert f"mix text ({text} line 1) and conversational ({chat} line 1)" in message
+
+
+def test_stop_request_checkpoints_and_cancels(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-stop", prompt_records())
+    job = JobFolder("grpo-stop", home)
+    when_logged(job, job.request_stop)
+    code = run_job(spec(name, max_steps=40, batch_size=8), job_id="grpo-stop", home=home)
+    status = job.read_status()
+    assert code == 4, status
+    assert status["status"] == "cancelled" and not job.stop_path.exists()
+    (checkpoint,) = list_checkpoints(job)
+    assert 1 <= checkpoint.step < 40 and checkpoint.training_algorithm == "grpo" and "reward" in checkpoint.metrics
+    assert verify_checkpoint(job.checkpoints_dir / checkpoint.uuid) == []
+    assert "stop requested at step" in job.log_path.read_text() and not job.model_dir.exists()
+
+
+def test_sigterm_then_rerun_resumes_from_the_checkpoint_and_completes(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-resume", prompt_records())
+    data = spec(name, max_steps=12, batch_size=8, gradient_accumulation_steps=2)  # a generation every 2 micro-steps
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(data), encoding="utf-8")
+    env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", "grpo-preempted"]
+    job = JobFolder("grpo-preempted", home)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    when_logged(job, lambda: proc.send_signal(signal.SIGTERM), timeout=240)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 75, stderr.decode()[-3000:]
+    assert job.read_status()["status"] == "requested"
+    (interrupted,) = list_checkpoints(job)
+    assert 1 <= interrupted.step < 12
+
+    rerun = subprocess.run(cmd, check=False, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           timeout=240)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    assert f"resuming training at step {interrupted.step}" in job.log_path.read_text()
+    status = job.read_status()
+    assert status["status"] == "complete" and status["attempts"] == 2
+    assert status["metrics"]["steps"] == 12
+    steps = sorted({r["step"] for r in rows(job) if "reward" in r})
+    assert steps == list(range(1, 13))  # the rerun logged every step after the checkpoint, none missing
+    assert list_checkpoints(job)[-1].step == 12
+
+    # against the same job run without interruption: identical up to the checkpoint, and after it too when the
+    # checkpoint fell between two generation rounds (mid-round, TRL's buffered completions are regenerated)
+    assert run_job(data, job_id="grpo-uninterrupted", home=home) == 0
+    reference = JobFolder("grpo-uninterrupted", home)
+
+    def by_step(j):
+        return {r["step"]: (r["loss"], r["reward"], r["completions/mean_length"]) for r in rows(j) if "reward" in r}
+
+    got, want = by_step(job), by_step(reference)
+    upto = interrupted.step if interrupted.step % 2 else 12
+    assert {s: got[s] for s in range(1, upto + 1)} == {s: want[s] for s in range(1, upto + 1)}
