@@ -20,8 +20,11 @@ test-fast:
 demo: install
 	$(PYTHON) -m felix_train configs/quickstart.yaml
 
-bench: install
-	$(PYTHON) scripts/bench.py
+# felix vs plain TRL / gliner2 on this machine (~15 min on 2 cores; BENCH_ARGS=--quick ~5 min); needs `make install` once.
+# Results: bench/results/<date>-<host>.json and a table on stdout.
+BENCH_ARGS ?=
+bench:
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -2,31 +2,48 @@
 
 Reads top to bottom like a recipe:
 
-1. `_setup_tokenizer`: the base tokenizer, with a chat template that has `{% generation %}` markers
+1. `configure_threads`: intra-op threads on every physical core this process may use (affinity mask and
+   cgroup quota, shared between the ranks of a node) unless `OMP_NUM_THREADS` is set.
+2. `_setup_tokenizer`: the base tokenizer, with a chat template that has `{% generation %}` markers
    (kept, patched by TRL, or ChatML-with-markers for ChatML models), so assistant-only loss is exact.
-2. `_setup_data`: every dataset's JSONL tokenized the way TRL 1.16's `SFTTrainer` does (chat template,
-   assistant / completion masks, EOS), labels `-100` outside the trained span; a seeded eval split;
-   the length policy (`error` lists the offending dataset lines, `truncate` and `drop` are counted).
+3. `_setup_data`: every dataset's JSONL tokenized the way TRL 1.16's `SFTTrainer` does (chat template,
+   assistant / completion masks, EOS), labels `-100` outside the trained span, once per dataset content,
+   tokenizer and masking (cached under `$FELIX_HOME/cache/sft-tokens/`); a seeded eval split; the length
+   policy (`error` lists the offending dataset lines, `truncate` and `drop` are counted).
    Formats (`messages`, `prompt_completion` text or conversational, `text`) may be mixed in one job.
-3. `setup_lora_model` (shared with DPO/GRPO in `lm_common`): the base model plus a new LoRA adapter, or the
+4. `setup_lora_model` (shared with DPO/GRPO in `lm_common`): the base model plus a new LoRA adapter, or the
    adapter of a checkpoint UUID, continued.
-4. `SFTTrainer` on the pre-tokenized data (TRL packs it with `bfd` when `engine.packing: true`;
-   `auto` keeps one example per row but batches similar lengths together), hooked by `FelixCallback`.
-5. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
+5. `SFTTrainer` on the pre-tokenized data, hooked by `FelixCallback`, batched as `choose_batching` says:
+   `engine.packing: true` packs with TRL's `bfd`; `auto` (the default) is padding-free where attention has
+   variable-length kernels (flash attention) and otherwise pads batches of similar lengths
+   (`LengthGroupedEpochSampler`: exact, resume-safe); `false` pads batches in random order, exactly like
+   a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
+   positions only.
+6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
    through `lm_common.save_final_model`.
 
-One greedy generation for a fixed prompt (from the data) is logged before and after training.
+One greedy generation for a fixed prompt (from the data) is logged before and after training; for a new
+adapter the "before" one is the base model's, sampled after training with the adapter disabled, so it
+costs nothing on the way to the first step. Python's collector is frozen over the run (`_frozen_heap`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
+import json
 import math
+import os
 import re
 import shutil
+import uuid
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
@@ -192,17 +209,94 @@ def tokenize_record(record: dict, tokenizer, *, completion_only: bool) -> dict[s
     return {"input_ids": ids, "labels": list(ids)}
 
 
-def tokenize_dataset(ds: ResolvedDataset, tokenizer, *, completion_only: bool) -> Dataset:
-    """Columns input_ids, labels, length, source (dataset name), line (1-based line in its JSONL)."""
-    columns: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "source": [], "line": []}
+TOKEN_CACHE_VERSION = 1
+"""Bump when `tokenize_record` changes what it produces: older cached tokenizations are then ignored."""
+TOKEN_CACHE_DIRNAME = "sft-tokens"
+"""Tokenized datasets are cached under `$FELIX_HOME/cache/sft-tokens/<key>/` (Arrow, memory-mapped on load)."""
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A digest of everything about `tokenizer` that decides the ids `tokenize_record` produces.
+
+    The whole tokenizer (the fast tokenizer's JSON: vocabulary, merges, normalizer, pre-tokenizer,
+    post-processor, added tokens), the chat template in use, the special tokens, and the library versions.
+    """
+    import tokenizers
+    import transformers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    parts = {
+        "class": type(tokenizer).__name__, "tokenizer": hashlib.sha256(body.encode()).hexdigest(),
+        "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else
+        json.dumps(tokenizer.chat_template, sort_keys=True),
+        "special": [tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token],
+        "add_bos": getattr(tokenizer, "add_bos_token", None), "add_eos": getattr(tokenizer, "add_eos_token", None),
+        "versions": [transformers.__version__, tokenizers.__version__, TOKEN_CACHE_VERSION],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def token_cache_path(cache_root: Path, ds: ResolvedDataset, tokenizer_digest: str, *, completion_only: bool) -> Path:
+    """Where the tokenization of `ds` (by content, not name) with this tokenizer and masking is cached."""
+    key = hashlib.sha256(f"{_file_sha256(ds.path)}:{tokenizer_digest}:{int(completion_only)}".encode()).hexdigest()
+    return cache_root / key[:40]
+
+
+def _tokenize_records(ds: ResolvedDataset, tokenizer, *, completion_only: bool) -> Dataset:
+    columns: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "line": []}
     for line, record in read_records(ds):
         tokens = tokenize_record(record, tokenizer, completion_only=completion_only)
         columns["input_ids"].append(tokens["input_ids"])
         columns["labels"].append(tokens["labels"])
         columns["length"].append(len(tokens["input_ids"]))
-        columns["source"].append(ds.name)
         columns["line"].append(line)
     return Dataset.from_dict(columns)
+
+
+def _save_cached(data: Dataset, dest: Path) -> None:
+    """Write `data` beside `dest`, then rename: a reader never sees a half-written cache entry."""
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        data.save_to_disk(str(tmp))
+        os.replace(tmp, dest)
+    except OSError:  # another job cached the same dataset first (dest exists), or the disk is full
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tokenize_dataset(ds: ResolvedDataset, tokenizer, *, completion_only: bool, cache_root: Path | None = None,
+                     tokenizer_digest: str | None = None) -> tuple[Dataset, bool]:
+    """(columns input_ids, labels, length, source (dataset name), line (1-based line in its JSONL), cache hit).
+
+    With `cache_root`, the tokenization is read from, or else written to, `token_cache_path(...)`: a dataset is
+    tokenized once per content, tokenizer and masking, whatever its name and whichever job uses it.
+    """
+    cached = None
+    if cache_root is not None:
+        digest = tokenizer_digest or tokenizer_fingerprint(tokenizer)
+        cached = token_cache_path(cache_root, ds, digest, completion_only=completion_only)
+    data, hit = None, False
+    if cached is not None and cached.is_dir():
+        try:
+            data, hit = load_from_disk(str(cached), keep_in_memory=True), True
+        except (OSError, ValueError):  # unreadable entry: tokenize again and replace it
+            shutil.rmtree(cached, ignore_errors=True)
+    if data is None:
+        data = _tokenize_records(ds, tokenizer, completion_only=completion_only)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _save_cached(data, cached)
+    return data.add_column("source", [ds.name] * len(data)), hit
 
 
 def too_long_errors(data: Dataset, max_length: int) -> list[ErrorItem]:
@@ -226,19 +320,20 @@ def apply_length_policy(data: Dataset, *, policy: LengthPolicy, max_length: int,
     A truncated record left with no trained token (its reply lay beyond `max_length`) is dropped and
     counted as both. Policy `error` is checked before, over every dataset at once (`too_long_errors`).
     """
-    keep = []
+    keep, cut_any = [], False
     for i, (n, name) in enumerate(zip(data["length"], data["source"])):
         if n > max_length:
             if policy == LengthPolicy.DROP:
                 report.add(report.dropped, name)
                 continue
             report.add(report.truncated, name)
+            cut_any = True
             if all(label == -100 for label in data[i]["labels"][:max_length]):
                 report.add(report.dropped, name)  # nothing left to learn from
                 continue
         report.add(report.kept, name)
         keep.append(i)
-    if len(keep) == len(data):
+    if len(keep) == len(data) and not cut_any:
         return data
 
     def cut(row):
@@ -257,14 +352,27 @@ def _setup_data(ctx: TrainContext, tokenizer, *, completion_only: bool):
         DatasetError: `length_policy: error` and records over `max_length` (all listed), or nothing left to train.
     """
     engine = ctx.spec.engine
-    parts = [tokenize_dataset(ds, tokenizer, completion_only=completion_only) for ds in ctx.train_data]
+    cache_root = ctx.job.home / "cache" / TOKEN_CACHE_DIRNAME
+    digest = tokenizer_fingerprint(tokenizer)
+    hits = []
+
+    def tokenized(ds: ResolvedDataset) -> Dataset:
+        data, hit = tokenize_dataset(ds, tokenizer, completion_only=completion_only, cache_root=cache_root,
+                                     tokenizer_digest=digest)
+        if hit:
+            hits.append(ds.name)
+        return data
+
+    parts = [tokenized(ds) for ds in ctx.train_data]
     train_ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     eval_ds = None
     if ctx.eval_data is not None:
-        eval_ds = tokenize_dataset(ctx.eval_data, tokenizer, completion_only=completion_only)
+        eval_ds = tokenized(ctx.eval_data)
     else:
         train_ds, eval_ds = eval_split(train_ds, engine.eval.fraction, engine.seed)
 
+    if hits:
+        ctx.reporter.log(f"tokenization of {', '.join(dict.fromkeys(hits))} read from the cache ({cache_root})")
     policy, max_length = engine.length_policy, engine.max_length
     if policy == LengthPolicy.ERROR:
         errors = too_long_errors(train_ds, max_length) + (too_long_errors(eval_ds, max_length) if eval_ds else [])
@@ -333,10 +441,66 @@ class LengthGroupedEpochSampler(torch.utils.data.Sampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+class Batching(str, Enum):
+    """How training batches are formed, from `engine.packing` and the model's attention implementation."""
+
+    PACKED = "packed"  # packing: true. TRL's bfd packing: rows of max_length tokens, per-document attention
+    PADDING_FREE = "padding_free"  # auto, flash attention: a batch is one unpadded row, per-example attention
+    GROUPED = "grouped"  # auto, elsewhere: padded batches of similar lengths (exact, resume-safe sampler)
+    PADDED = "padded"  # packing: false. Padded batches in random order (TRL's default)
+
+
+BATCHING_LOG = {
+    Batching.PACKED: "packed (bfd)",
+    Batching.PADDING_FREE: "padding-free (each batch one unpadded row, per-example attention)",
+    Batching.GROUPED: "padded, length-grouped batches",
+    Batching.PADDED: "padded",
+}
+
+
+def choose_batching(packing: bool | str, attn_implementation: str | None) -> Batching:
+    """`packing: auto` is padding-free where attention has variable-length kernels (flash attention), so a
+    batch costs its real tokens only; elsewhere (SDPA, eager, CPU) a padding-free row needs one block-diagonal
+    mask over the whole batch, quadratic in its total length, so auto pads batches of similar lengths instead.
+    Both keep the examples, their order and the loss of `packing: false`.
+    """
+    if packing is True:
+        return Batching.PACKED
+    if packing is False:
+        return Batching.PADDED
+    if attn_implementation and attn_implementation.startswith("flash_attention"):
+        return Batching.PADDING_FREE
+    return Batching.GROUPED
+
+
+@contextlib.contextmanager
+def _score_labelled_positions_only():
+    """For the calls inside: TRL's fused LM head projects only the positions that have a label.
+
+    TRL 1.16 does this on Triton devices and projects every position elsewhere (so that Neuron compiles one
+    tile shape); on CPU nothing compiles, and the prompt and padding positions (a third of a chat batch or
+    more) are pure waste. Same per-token log-probabilities, loss and metrics. A no-op if TRL changes.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 class _SFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, with the epoch-seeded length-grouped sampler when `group_by_length_seed` is set."""
+    """TRL's SFTTrainer, with the epoch-seeded length-grouped sampler when `group_by_length_seed` is set,
+    and the LM head scored on labelled positions only when `score_labelled_only` is set (CPU)."""
 
     group_by_length_seed: int | None = None
+    score_labelled_only: bool = False
+    batching: Batching | None = None
 
     def _get_train_sampler(self, train_dataset=None):
         # HF passes the dataset with its unused columns (our `length`) already removed: measure input_ids
@@ -347,26 +511,42 @@ class _SFTTrainer(SFTTrainer):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthGroupedEpochSampler(lengths, batch, self.group_by_length_seed)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        scope = _score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
+        with scope:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
 
 def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,
                   callback: FelixCallback) -> _SFTTrainer:
-    """The SFTTrainer for a job (pre-tokenized data: TRL packs or pads it, masks come from `labels`)."""
+    """The SFTTrainer for a job, on pre-tokenized data (masks in `labels`, the length policy applied).
+
+    TRL packs the data (`Batching.PACKED`) or takes it as is (`skip_prepare_dataset`: its truncation
+    and fully-masked filter are no-ops on data the length policy has seen), batched as `choose_batching` says.
+    """
     engine = ctx.spec.engine
-    packing = engine.packing is True
+    mode = choose_batching(engine.packing, getattr(getattr(model, "config", None), "_attn_implementation", None))
+    packing = mode == Batching.PACKED
     args = training_arguments(
         ctx, SFTConfig, has_eval=eval_ds is not None,
-        max_length=engine.max_length,
+        # padding-free without packing: TRL leaves max_length to the data (already within it)
+        max_length=None if mode == Batching.PADDING_FREE else engine.max_length,
         packing=packing,
         packing_strategy="bfd",
         eval_packing=packing,
+        padding_free=mode == Batching.PADDING_FREE,
+        dataset_kwargs=None if packing else {"skip_prepare_dataset": True},
         assistant_only_loss=False,  # the masks are in `labels` already (see tokenize_record)
         completion_only_loss=None,
         dataset_num_proc=None,
     )
     trainer = _SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
-    if engine.packing == "auto":
+    if mode == Batching.GROUPED:
         trainer.group_by_length_seed = engine.seed
+    trainer.score_labelled_only = ctx.device == "cpu"
+    trainer.batching = mode
     return trainer
 
 
@@ -405,28 +585,92 @@ def _final_metrics(ctx: TrainContext, trainer, output, callback: FelixCallback, 
     return metrics
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (a container's `--cpus`)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = None
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:  # cgroup v1
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            if q > 0:
+                quota = q / int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def configure_threads(ctx: TrainContext) -> None:
+    """Intra-op threads: torch's default (one per physical core), but never more than this process may use.
+
+    torch counts the machine's cores, not the container's CPU quota or the affinity mask, nor the other
+    ranks on the node; more threads than CPUs make every parallel op wait for descheduled threads. Left
+    alone when OMP_NUM_THREADS is set. The log line says what was chosen; on a busy machine with OpenMP's
+    default (spinning) wait policy it also says how to avoid a many-fold slowdown.
+    """
+    cpus = usable_cpus()
+    explicit = os.environ.get("OMP_NUM_THREADS")
+    if not explicit:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cpus // local_ranks)))
+    threads = torch.get_num_threads()
+    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
+    ctx.reporter.log(f"CPU threads: {threads} ({'OMP_NUM_THREADS' if explicit else f'{cpus} usable CPUs'}), "
+                     f"OpenMP wait policy {policy.lower() or 'default (spinning)'}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if ctx.device == "cpu" and threads > 1 and policy != "PASSIVE" and load > cpus:
+        ctx.reporter.log(f"the machine is busy (load {load:.1f} on {cpus} CPUs): spinning OpenMP threads can slow "
+                         "CPU training many-fold here; start the job with OMP_WAIT_POLICY=PASSIVE (or "
+                         "OMP_NUM_THREADS=1)", level="WARN")
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """`gc.freeze()` for the run: the ~0.5M objects of torch, transformers and TRL leave the collector's view,
+    so the full collections HF's Trainer triggers (and the ones allocation triggers) scan only the run's own
+    objects. `gc.unfreeze()` after, so a process that runs several jobs collects their garbage as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run(ctx: TrainContext) -> TrainResult:
     """Train a LoRA adapter with SFT; see the module docstring for the steps."""
+    with _frozen_heap():
+        return _run(ctx)
+
+
+def _run(ctx: TrainContext) -> TrainResult:
     engine = ctx.spec.engine
+    configure_threads(ctx)
     completion_only = engine.completion_only_loss
     # only `messages` need the template's generation markers; prompt/completion masks come from the prompt's length
     datasets = ctx.train_data + ([ctx.eval_data] if ctx.eval_data is not None else [])
     has_messages = any(ds.format == "messages" for ds in datasets)
     tokenizer = _setup_tokenizer(ctx, needs_markers=completion_only and has_messages)
     train_ds, eval_ds, report = _setup_data(ctx, tokenizer, completion_only=completion_only)
-    mode = {True: "packed (bfd)", False: "padded", "auto": "padded, length-grouped batches"}[engine.packing]
-    ctx.reporter.log(f"SFT: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval records, "
-                     f"max_length {engine.max_length}, {mode}, loss on "
-                     f"{'assistant turns / completions only' if completion_only else 'whole sequences'}")
 
     model, peft_config = setup_lora_model(ctx)
     prompt_ids = _generation_prompt(eval_ds if eval_ds is not None else train_ds)
-    if ctx.resume_from is None and ctx.is_main_process:
+    # A new adapter starts as the base model: its "before" sample is the base's, taken after training with the
+    # adapter disabled, off the start-up path. A continued adapter is sampled now, before it changes.
+    before_now = peft_config is None and ctx.resume_from is None and ctx.is_main_process
+    if before_now:
         ctx.reporter.log(f"generation before training: {tokenizer.decode(prompt_ids)!r} -> "
                          f"{generate_greedy(model, tokenizer, prompt_ids)!r}")
 
     callback = FelixCallback(ctx)
     trainer = build_trainer(ctx, model, peft_config, tokenizer, train_ds, eval_ds, callback)
+    ctx.reporter.log(f"SFT: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval records, "
+                     f"max_length {engine.max_length}, {BATCHING_LOG[trainer.batching]}, loss on "
+                     f"{'assistant turns / completions only' if completion_only else 'whole sequences'}")
     log_trainable(ctx, trainer)
     output = train(trainer, ctx, callback)
 
@@ -438,6 +682,11 @@ def run(ctx: TrainContext) -> TrainResult:
         trainer.evaluate()
         record_final_eval(ctx, callback, trainer)
     if ctx.is_main_process:
+        if peft_config is not None:
+            with trainer.model.disable_adapter():
+                before = generate_greedy(trainer.model, tokenizer, prompt_ids)
+            ctx.reporter.log(f"generation before training: {tokenizer.decode(prompt_ids)!r} -> {before!r} "
+                             "(the base model: sampled with the adapter disabled)")
         ctx.reporter.log(f"generation after training: {tokenizer.decode(prompt_ids)!r} -> "
                          f"{generate_greedy(trainer.model, tokenizer, prompt_ids)!r}")
     _save_final_model(ctx, trainer, tokenizer)

@@ -297,27 +297,73 @@ def test_length_policy_truncate_and_drop_are_counted(model_store, tmp_path, poli
         assert (metrics["num_truncated"], metrics["num_dropped"], metrics["num_train_records"]) == (0, 2, 10)
         assert f"dataset {name}: 10 records for training (2 dropped at max_length 64)" in job.log_path.read_text()
 
+    # what reaches the trainer is within max_length (TRL's own truncation is skipped on felix's prepared data)
+    from felix_train.trainers import sft
 
-def test_packing_gives_the_same_summed_loss(model_store, tmp_path):
+    ctx = make_ctx(home, f"{job_id}-data", spec(name, max_length=64, length_policy=policy, eval={"fraction": 0}))
+    train_ds, _, _ = sft._setup_data(ctx, sft._setup_tokenizer(ctx, needs_markers=True), completion_only=True)
+    assert max(len(ids) for ids in train_ds["input_ids"]) <= 64
+    assert all(len(ids) == len(labels) == n for ids, labels, n in
+               zip(train_ds["input_ids"], train_ds["labels"], train_ds["length"]))
+
+
+@pytest.mark.parametrize("mode", ["packed", "padding_free"])
+def test_packing_and_padding_free_give_the_same_summed_loss(model_store, tmp_path, monkeypatch, mode):
     from felix_train.trainers import sft
     from felix_train.trainers.hf_bridge import FelixCallback
 
     home = model_store
     name = register(home, tmp_path, "sft-pack", chat_records(10, seed=4))
-    summed = {}
-    for packing in (False, True):
-        ctx = make_ctx(home, f"sft-pack-{packing}", spec(name, packing=packing, max_length=128, eval={"fraction": 0}))
+    summed, modes = {}, {}
+    for variant in ("padded", mode):
+        packing = {"padded": False, "packed": True, "padding_free": "auto"}[variant]
+        if variant == "padding_free":  # what `auto` picks under flash attention, forced here on CPU (SDPA)
+            monkeypatch.setattr(sft, "choose_batching", lambda packing, attn: sft.Batching.PADDING_FREE)
+        ctx = make_ctx(home, f"sft-pack-{variant}", spec(name, packing=packing, max_length=128, eval={"fraction": 0}))
         tokenizer = sft._setup_tokenizer(ctx, needs_markers=True)
         train_ds, _, _ = sft._setup_data(ctx, tokenizer, completion_only=True)
         model, peft_config = setup_lora_model(ctx)
         trainer = sft.build_trainer(ctx, model, peft_config, tokenizer, train_ds, None, FelixCallback(ctx))
+        modes[variant] = trainer.batching
         rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
-        if packing:
-            assert len(rows) < 10 and "position_ids" in trainer.data_collator(rows)
         batch = trainer.data_collator(rows)
+        if variant != "padded":
+            assert "position_ids" in batch and "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+            assert len(rows) < 10 if variant == "packed" else len(rows) == 10
         with torch.no_grad():  # TRL's loss is sum / num_items_in_batch: 1 gives the summed token loss
-            summed[packing] = trainer.compute_loss(trainer.model.eval(), batch, num_items_in_batch=1).item()
-    assert summed[True] == pytest.approx(summed[False], rel=1e-5)
+            summed[variant] = trainer.compute_loss(trainer.model.eval(), batch, num_items_in_batch=1).item()
+    assert modes == {"padded": sft.Batching.PADDED, mode: sft.Batching(mode)}
+    assert summed[mode] == pytest.approx(summed["padded"], rel=1e-5)
+
+
+def test_auto_batching_is_padding_free_only_under_flash_attention():
+    from felix_train.trainers.sft import Batching, choose_batching
+
+    assert choose_batching("auto", "flash_attention_2") == Batching.PADDING_FREE
+    assert choose_batching("auto", "sdpa") == choose_batching("auto", None) == Batching.GROUPED
+    assert choose_batching(True, "sdpa") == Batching.PACKED
+    assert choose_batching(False, "flash_attention_2") == Batching.PADDED
+
+
+def test_tokenization_is_cached_by_content_and_tokenizer(model_store, tmp_path):
+    from felix_train.trainers import sft
+
+    home = model_store
+    records = chat_records(9, seed=8)
+    first = register(home, tmp_path, "sft-cache-a", records)
+    ctx = make_ctx(home, "sft-cache-a", spec(first, eval={"fraction": 0}))
+    tokenizer = sft._setup_tokenizer(ctx, needs_markers=True)
+    cold, _, _ = sft._setup_data(ctx, tokenizer, completion_only=True)
+    # the same content under another name is read from the cache, and gives the same rows
+    second = register(home, tmp_path, "sft-cache-b", records)
+    ctx = make_ctx(home, "sft-cache-b", spec(second, eval={"fraction": 0}))
+    warm, _, _ = sft._setup_data(ctx, tokenizer, completion_only=True)
+    assert "read from the cache" in ctx.job.log_path.read_text()
+    assert warm["input_ids"] == cold["input_ids"] and warm["labels"] == cold["labels"]
+    assert set(warm["source"]) == {second}
+    # another masking is another entry
+    full, _, _ = sft._setup_data(ctx, tokenizer, completion_only=False)
+    assert all(row["labels"] == row["input_ids"] for row in full)
 
 
 def test_stop_request_checkpoints_and_cancels(model_store, tmp_path):

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Run a Python module or script under timing probes and write what they saw as JSON.
+
+Usage:
+    python benchmarks/probe.py --out FILE [--count-tokens PAD_ID] -- -m felix_train SPEC --job-id ID
+    python benchmarks/probe.py --out FILE -- benchmarks/baselines/trl_sft.py --data ...
+
+The probes are trainer-agnostic, so felix and a hand-written baseline are measured the same way:
+
+- nothing is imported before the measured code runs: the hooks go in right after its own `import torch`;
+- every optimizer step (`torch.optim.optimizer.register_optimizer_step_post_hook`) records the wall
+  clock (`time.time()`, comparable with the parent's launch time in `$FELIX_BENCH_T0`), this
+  process's CPU time, and the running count of real tokens;
+- with `--count-tokens PAD_ID`, a global forward pre-hook counts the non-padding ids (`!= PAD_ID`)
+  that enter an `nn.Embedding` with grad enabled in training mode: the real tokens of each
+  training forward (generation and evaluation run without grad or in eval mode and are not
+  counted). A model with one token embedding is assumed (decoder LLMs).
+
+The JSON holds `t0` (launch), `steps` ([wall, cpu, tokens] after each optimizer step), `exit_code`,
+and this process's peak RSS; the parent adds what `os.wait4` reports for the whole child.
+Nothing here changes what the measured code does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import runpy
+import sys
+import time
+
+T_IMPORT = time.time()
+
+
+class _AfterImport:
+    """A meta path finder that calls `then()` right after module `name` is first executed, once.
+
+    It answers every lookup of `name` with the path finder's own spec, its loader wrapped: libraries probe
+    for torch with `importlib.util.find_spec("torch")` long before importing it, and those probes must not
+    use up the hook.
+    """
+
+    def __init__(self, name: str, then):
+        self.name, self.then, self.done = name, then, False
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name or self.done:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then(module):
+            exec_module(module)
+            if not self.done:
+                self.done = True
+                sys.meta_path.remove(self)
+                self.then()
+
+        spec.loader.exec_module = exec_then
+        return spec
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        raise SystemExit("usage: probe.py --out FILE [--count-tokens PAD_ID] -- (-m MODULE | SCRIPT) [ARGS...]")
+    split = argv.index("--")
+    own, target = argv[:split], argv[split + 1:]
+    out = own[own.index("--out") + 1]
+    pad_id = int(own[own.index("--count-tokens") + 1]) if "--count-tokens" in own else None
+    t0 = float(os.environ.get("FELIX_BENCH_T0", T_IMPORT))
+
+    steps: list[list[float]] = []
+    tokens = [0]
+
+    def install() -> None:
+        """The hooks, installed once torch is imported (by the measured code: the probe never imports it first,
+        so whatever the measured code sets up before its own `import torch`, OpenMP settings included, holds)."""
+        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        def on_step(optimizer, args, kwargs):
+            steps.append([time.time(), time.process_time(), tokens[0]])
+
+        register_optimizer_step_post_hook(on_step)
+        if pad_id is None:
+            return
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        embedding = torch.nn.Embedding
+
+        def on_forward(module, inputs):
+            if type(module) is embedding and module.training and torch.is_grad_enabled() and inputs:
+                ids = inputs[0]
+                if isinstance(ids, torch.Tensor) and not ids.is_floating_point():
+                    tokens[0] += int((ids != pad_id).sum())
+
+        register_module_forward_pre_hook(on_forward)
+
+    sys.meta_path.insert(0, _AfterImport("torch", install))
+
+    code = 0
+
+    def write() -> None:
+        torch = sys.modules.get("torch")
+        report = {"t0": t0, "t_probe": T_IMPORT, "steps": steps, "exit_code": code,
+                  "maxrss_kb_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "threads": torch.get_num_threads() if torch is not None else None}
+        tmp = f"{out}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(report, fh)
+        os.replace(tmp, out)
+
+    if target[0] == "-m":
+        sys.argv = [target[1], *target[2:]]
+        sys.path[0] = os.getcwd()  # what `python -m` puts first (instead of this script's folder)
+        runner, what = runpy.run_module, target[1]
+        kwargs = {"run_name": "__main__", "alter_sys": True}
+    else:
+        sys.argv = list(target)
+        sys.path[0] = os.path.dirname(os.path.abspath(target[0]))  # what `python SCRIPT` puts first
+        runner, what = runpy.run_path, target[0]
+        kwargs = {"run_name": "__main__"}
+    try:
+        runner(what, **kwargs)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        code = 1
+        write()
+        raise
+    write()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
