@@ -434,7 +434,7 @@ def live(model_store, tmp_path_factory):
                   "eval": {"fraction": 0}}
         jobs = {}
         for key, body in (("gliner", {"base_model": GLINER, "datasets": [{"name": "felix-ner-quickstart"}],
-                                      "engine": engine}),
+                                      "engine": {**engine, "max_steps": 60, "save_steps": 60}}),
                           ("llm", {"base_model": LLM, "datasets": [{"name": "felix-chat-mini"}], "learning_rate": 1e-2,
                                    "engine": {**engine, "max_length": 128}})):
             r = http.post("/felix/training-jobs", json=body)
@@ -478,7 +478,7 @@ def test_gliner2_deploy_predict_kill_undeploy(live):
     assert deployed["deploy_requested"] is True and "metrics" not in deployed
 
     # isolation: bob cannot see, use, or stop alice's deployed model
-    body = {"text": TEXTS[0], "entities": GLINER_LABELS, "threshold": 0.1}
+    body = {"text": TEXTS[0], "entities": GLINER_LABELS, "threshold": 0.01}
     for path in (f"/felix/training-jobs/{job_id}/deploy", f"/felix/training-jobs/{job_id}/undeploy",
                  f"/felix/trained-models/{job_id}/predict"):
         assert live.bob.post(path, json=body).status_code == 404, path
@@ -494,15 +494,15 @@ def test_gliner2_deploy_predict_kill_undeploy(live):
     r = http.post(f"/felix/trained-models/{job_id}/predict", json={**body, "include_confidence": True})
     assert r.status_code == 200, r.text
     got = r.json()
-    expected = reference.extract_entities(TEXTS[0], GLINER_LABELS, threshold=0.1, include_confidence=True)
+    expected = reference.extract_entities(TEXTS[0], GLINER_LABELS, threshold=0.01, include_confidence=True)
     assert got["result"] == _json(expected) and got["id"] == job_id and got["family"] == "gliner2"
     assert any(got["result"]["entities"].values()), got  # something was extracted: the comparison is not vacuous
 
     r = http.post(f"/felix/trained-models/{job_id}/predict",
-                  json={"texts": TEXTS, "entities": GLINER_LABELS, "threshold": 0.1, "batch_size": 2})
+                  json={"texts": TEXTS, "entities": GLINER_LABELS, "threshold": 0.01, "batch_size": 2})
     assert r.status_code == 200, r.text
     assert r.json()["results"] == _json(reference.batch_extract_entities(TEXTS, GLINER_LABELS, batch_size=2,
-                                                                         threshold=0.1))
+                                                                         threshold=0.01))
     schema = {"entities": ["person", "location"],
               "classifications": [{"task": "topic", "labels": ["work", "food", "travel"]}]}
     r = http.post(f"/felix/trained-models/{job_id}/predict", json={"text": TEXTS[1], "schema": schema, "threshold": 0.1})
