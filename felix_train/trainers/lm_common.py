@@ -192,6 +192,7 @@ def save_final_model(ctx: TrainContext, trainer, tokenizer) -> None:
     if not ctx.is_main_process:
         return
     tokenizer.save_pretrained(str(tmp))
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # HF's pickled arguments are no part of a downloadable model
     if ctx.spec.engine.export.merged:
         base = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), dtype=torch.float32)
         merged = PeftModel.from_pretrained(base, str(tmp)).merge_and_unload()

@@ -170,7 +170,7 @@ def test_preference_accuracy_rises_and_the_model_exports(model_store, tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(job.model_dir / "merged").eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_model(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-4)
-    assert (job.model_dir / "chat_template.jinja").exists()
+    assert (job.model_dir / "chat_template.jinja").exists() and not (job.model_dir / "training_args.bin").exists()
 
 
 def test_no_second_model_the_reference_is_the_adapter_disabled(model_store, tmp_path):
