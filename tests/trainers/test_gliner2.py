@@ -438,18 +438,21 @@ def test_built_heads_are_he_initialised(home):
         assert float(layer.bias.abs().max()) == 0.0
 
 
-def test_synthetic_labels_off_without_descriptions():
+def test_label_sampling_shuffles_types_and_drops_blind_synthetic_labels():
     from types import SimpleNamespace
 
-    from felix_train.trainers.gliner2 import disable_blind_synthetic_labels
+    from felix_train.trainers.gliner2 import set_label_sampling
 
     def model():
-        return SimpleNamespace(processor=SimpleNamespace(sampling_config=SimpleNamespace(synthetic_entity_label_prob=0.2)))
+        return SimpleNamespace(processor=SimpleNamespace(sampling_config=SimpleNamespace(
+            shuffle_entities=False, synthetic_entity_label_prob=0.2)))
 
     plain = [{"input": "Ada", "output": {"entities": {"person": ["Ada"]}}}]
     described = plain + [{"input": "Bo", "output": {"entities": {"person": ["Bo"]},
                                                     "entity_descriptions": {"person": "a human"}}}]
     m = model()
-    assert disable_blind_synthetic_labels(m, plain) and m.processor.sampling_config.synthetic_entity_label_prob == 0.0
+    assert len(set_label_sampling(m, plain)) == 2
+    assert m.processor.sampling_config.shuffle_entities and m.processor.sampling_config.synthetic_entity_label_prob == 0
     m = model()
-    assert not disable_blind_synthetic_labels(m, described) and m.processor.sampling_config.synthetic_entity_label_prob == 0.2
+    assert len(set_label_sampling(m, described)) == 1
+    assert m.processor.sampling_config.shuffle_entities and m.processor.sampling_config.synthetic_entity_label_prob == 0.2
