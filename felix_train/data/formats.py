@@ -77,7 +77,7 @@ class ErrorType(str, Enum):
     LAST_TURN_NOT_ASSISTANT = "last_turn_not_assistant"
     CHOSEN_EQUALS_REJECTED = "chosen_equals_rejected"
     MENTION_NOT_FOUND = "mention_not_found"  # a gliner2 mention/value is not in `input`
-    EMPTY_ENTITIES = "empty_entities"  # gliner2 `"entities": {}` and no other task
+    EMPTY_ENTITIES = "empty_entities"  # gliner2 `"entities": {}` in a dataset that names no entity type
     NO_TASK = "no_task"  # gliner2 `output` with no task at all
     INVALID_LABEL = "invalid_label"  # a true label, described label or choice not among the declared ones
     INVALID_VALUE = "invalid_value"  # a value outside its closed set (record_metadata mode, span offsets, ...)
@@ -661,15 +661,12 @@ def _check_gliner2_record(obj: dict, p: _Problems) -> None:
     has_task = any(output.get(k) for k in GLINER2_TASKS) or bool(
         isinstance(output.get("entity_descriptions"), dict) and output["entity_descriptions"]
     )
+    # `"entities": {}` (a sentence with no mentions, as WNUT-17 and most NER exports write it) is accepted:
+    # felix gives every entity record every label of its dataset before training (`[]` = none of this type),
+    # which is what gliner2 2.1.0 needs (it rejects `{}`). `validate_file` refuses a dataset in which no record
+    # names any entity type.
     if not has_task:
-        if isinstance(output.get("entities"), dict):
-            p.add(
-                ErrorType.EMPTY_ENTITIES,
-                '`output.entities` is {}; gliner2 2.1.0 rejects a record with no task. For a sentence with no '
-                'mentions, list the labels absent from this record with empty lists, e.g. '
-                '{"entities": {"person": [], "location": []}}',
-            )
-        else:
+        if not isinstance(output.get("entities"), dict):
             p.add(
                 ErrorType.NO_TASK,
                 "`output` has no task; give at least one of entities, classifications, relations, json_structures",
@@ -734,11 +731,18 @@ class _Gliner2Stats:
         self.records_per_entity_label: Counter[str] = Counter()
         self.mentions_per_entity_label: Counter[str] = Counter()
         self.records_without_entities = 0
+        self.entity_labels: set[str] = set()  # declared anywhere, with or without mentions
+        self.first_empty_entities_line = 0  # first record whose `entities` is {}
 
-    def add(self, obj: dict) -> None:
+    def add(self, obj: dict, lineno: int = 0) -> None:
         output = obj.get("output")
         if not isinstance(output, dict):
             return
+        for key in ("entities", "entity_descriptions"):
+            if isinstance(output.get(key), dict):
+                self.entity_labels.update(output[key])
+        if output.get("entities") == {} and not self.first_empty_entities_line:
+            self.first_empty_entities_line = lineno
         for task in GLINER2_TASKS:
             if output.get(task):
                 self.records_per_task[task] += 1
@@ -875,10 +879,18 @@ def validate_file(
             add(lineno, type_, f"line {lineno}: {msg}")
         lengths.append(record_chars(obj, fmt))
         if fmt is DatasetFormat.GLINER2:
-            g2.add(obj)
+            g2.add(obj, lineno)
 
     if report.num_records == 0:
         add(0, ErrorType.EMPTY_FILE.value, "the file has no records; a dataset is one JSON object per line")
+    if fmt is DatasetFormat.GLINER2 and g2.first_empty_entities_line and not g2.entity_labels:
+        line = g2.first_empty_entities_line
+        add(
+            line,
+            ErrorType.EMPTY_ENTITIES.value,
+            f'line {line}: `output.entities` is {{}} and no record of this dataset names an entity type, so there is '
+            'nothing to learn; list the types, e.g. {"entities": {"person": [], "location": []}}',
+        )
     report.format = fmt
     report.columns = sorted(columns)
     if lengths:
