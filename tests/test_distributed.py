@@ -5,7 +5,9 @@
 `--cpu` flag would start one process only (it needs mpirun for more), while the DDP launch goes through
 `torch.distributed.run` and gives CPU processes a gloo group. Checked here: one set of artifacts written by
 rank 0 alone, SIGTERM (to the launching process, or to one rank only) stopping both ranks at the same step
-with one checkpoint and exit 75, a stop request ending `cancelled` (exit 4), and resuming on 2 and on 1 process.
+with one checkpoint and exit 75, a stop request ending `cancelled` (exit 4), and resuming on 2 and on 1 process;
+for the tiny SFT job (HF Trainer) and the tiny GLiNER2 job (felix's own loop, DDP-wrapped), whose resume on
+2 processes must end with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -141,10 +143,10 @@ class Run:
         path = self.job.metrics_path
         return path.read_text().count('"loss"') if path.exists() else 0
 
-    def after_a_new_step(self, action, timeout: float = 90) -> None:
-        """Call `action()` once this run has logged a training step (of its own, not a previous attempt's)."""
+    def after_a_new_step(self, action, timeout: float = 90, steps: int = 1) -> None:
+        """Call `action()` once this run has logged `steps` training steps (of its own, not a previous attempt's)."""
         deadline = time.monotonic() + timeout
-        while self.losses_logged() <= self.logged:
+        while self.losses_logged() < self.logged + steps:
             assert self.proc.poll() is None, self.stderr()
             assert time.monotonic() < deadline, "no training step logged in time"
             time.sleep(0.01)
@@ -236,3 +238,140 @@ def test_sft_on_two_processes_stop_request_cancels_both(model_store, tmp_path):
     assert job.log_path.read_text().count("stop requested at step") == 1
     assert loss_steps(job) == list(range(1, checkpoint.step + 1))
     assert not job.model_dir.exists()
+
+
+# -- tiny GLiNER2 on 2 processes (felix's own loop over gliner2's ExtractorTrainer, wrapped in DDP) -----------------
+
+G2_DATASET = "ddp-g2-toy"
+
+
+def ner_records(n: int) -> list[dict]:
+    people, cities = ["John Smith", "Mary Jones", "Emma Davis"], ["London", "Paris", "Tokyo"]
+    return [{"input": f"{people[i % 3]} lives in {cities[i // 3 % 3]} .",
+             "output": {"entities": {"person": [people[i % 3]], "location": [cities[i // 3 % 3]]}}} for i in range(n)]
+
+
+@pytest.fixture
+def g2_home(model_store, tmp_path) -> Path:
+    pytest.importorskip("gliner2")
+    from felix_train.data.registry import DatasetRegistry
+
+    data = tmp_path / "ner.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ner_records(45)), encoding="utf-8")
+    assert DatasetRegistry(model_store).add(G2_DATASET, data, overwrite=True).state.value == "ready"
+    return model_store
+
+
+def gliner2_spec(num_processes: int, training_type: str = "full", **engine) -> dict:
+    # 45 records: 9 held out, 36 to train on; batch 4 per process: on 2 processes 5 batches an epoch, the last one
+    # (4 records) all rank 0's, so rank 1 runs a stand-in that counts for nothing; on 1 process 9 batches
+    return {"base_model": "felix/tiny-gliner2", "datasets": [{"name": G2_DATASET}], "training_type": training_type,
+            "learning_rate": 5e-3, "num_epochs": 8,
+            "engine": {"batch_size": 4, "logging_steps": 1, "report_to": [], "eval": {"fraction": 0.2},
+                       "distributed": {"num_processes": num_processes, "config": "ddp"}, **engine}}
+
+
+def g2_weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**load_file(str(model_dir / "adapter" / "adapter_model.safetensors")),
+            **{f"merged.{k}": v for k, v in load_file(str(model_dir / "merged" / "model.safetensors")).items()}}
+
+
+def assert_g2_checkpoints(job: JobFolder) -> list:
+    checkpoints = list_checkpoints(job)
+    assert len({c.step for c in checkpoints}) == len(checkpoints)
+    assert all(verify_checkpoint(job.checkpoints_dir / c.uuid) == [] for c in checkpoints)
+    assert not list(job.work_dir.glob("staging-*")) and not list(job.root.glob(".model*"))
+    return checkpoints
+
+
+def test_gliner2_on_two_processes_preempt_one_rank_resumes_to_the_same_weights(g2_home, tmp_path):
+    home = g2_home
+    spec = gliner2_spec(2, "lora", save_steps=4, lora={"r": 4, "dropout": 0.1})  # dropout: per-rank torch RNG
+    job = JobFolder("ddp-gliner2-lora", home)
+
+    # SIGTERM to rank 1 only, in the second epoch (the ranks' Python RNGs differ after the stand-in batch):
+    # both ranks stop at the same step; rank 0 writes one checkpoint, with each rank's RNG
+    run = Run(home, tmp_path, job.id, spec)
+    run.after_a_new_step(lambda: run.rank(1).send_signal(signal.SIGTERM), steps=7)
+    assert run.wait() == 75, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "requested", status
+    log = job.log_path.read_text()
+    assert log.count("felix/tiny-gliner2 lora sft, 2 process(es)") == 1 and "× 2 processes" in log
+    assert log.count("preempted (signal) at step") == 1
+    stopped = assert_g2_checkpoints(job)[-1]
+    assert stopped.step == status["progress"]["step"] and 7 <= stopped.step < 40
+    assert loss_steps(job) == list(range(1, stopped.step + 1))
+
+    # the same job on 2 processes: resumes from that checkpoint and completes
+    run = Run(home, tmp_path, job.id, spec)
+    assert run.wait() == 0, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "complete", status
+    assert f"resumed at step {stopped.step}" in job.log_path.read_text()
+    assert loss_steps(job) == list(range(1, 41)) and status["metrics"]["global_step"] == 40
+    assert assert_g2_checkpoints(job)[-1].step == 40
+
+    # an uninterrupted run on 2 processes: the same weights, loss and F1
+    reference = JobFolder("ddp-gliner2-lora-ref", home)
+    run = Run(home, tmp_path, reference.id, spec)
+    assert run.wait() == 0, run.stderr()
+    a, b = g2_weights(job.model_dir), g2_weights(reference.model_dir)
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    ma, mb = status["metrics"], reference.read_status()["metrics"]
+    assert ma["train_loss"] == pytest.approx(mb["train_loss"], rel=1e-6)
+    assert ma["eval_f1"] == pytest.approx(mb["eval_f1"], abs=1e-9)
+
+
+def test_gliner2_on_two_processes_stop_request_then_resume_on_one(g2_home, tmp_path):
+    home = g2_home
+    job = JobFolder("ddp-gliner2-stop", home)
+
+    # a stop request (the job's STOP file): both ranks stop at the same step, one checkpoint, cancelled
+    run = Run(home, tmp_path, job.id, gliner2_spec(2))
+    run.after_a_new_step(job.request_stop)
+    assert run.wait() == 4, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "cancelled" and not job.stop_requested()
+    (checkpoint,) = assert_g2_checkpoints(job)
+    assert checkpoint.step == status["progress"]["step"] < 40
+    assert job.log_path.read_text().count("stop requested at step") == 1
+    assert loss_steps(job) == list(range(1, checkpoint.step + 1))
+    assert not job.model_dir.exists()
+
+    # the same job on 1 process: the same place in the epoch's order, 9 batches an epoch from there on
+    run = Run(home, tmp_path, job.id, gliner2_spec(1))
+    assert run.wait() == 0, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "complete", status
+    log = job.log_path.read_text()
+    assert f"resumed at step {checkpoint.step}" in log and "resuming on 1 process(es) a checkpoint written by 2" in log
+    epoch, batch = divmod(checkpoint.step, 5)  # where the 2-process run stopped; batch 8 records → 4 records
+    total = checkpoint.step + (9 - batch * 2) + (8 - epoch - 1) * 9
+    steps = loss_steps(job)
+    assert steps == list(range(1, total + 1)) and status["metrics"]["global_step"] == total
+    assert status["progress"]["total_steps"] == total and assert_g2_checkpoints(job)[-1].step == total
+    assert status["metrics"]["epoch"] == pytest.approx(8)
+    assert (job.model_dir / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_gliner2_refuses_a_sharded_launch(variable, monkeypatch):
+    pytest.importorskip("gliner2")
+    from types import SimpleNamespace
+
+    from felix_train.trainers.gliner2 import check_launch
+
+    spec = SimpleNamespace(engine=SimpleNamespace(distributed=SimpleNamespace(config="fsdp", num_processes=2)))
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    check_launch(spec)  # DDP (or no launch): fine
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(SpecError) as err:
+        check_launch(spec)
+    (item,) = err.value.errors
+    assert item.loc == ("engine", "distributed", "config") and item.type == "distributed_not_supported"
+    assert "engine.distributed.config: ddp" in item.msg

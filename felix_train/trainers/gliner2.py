@@ -47,6 +47,14 @@ gliner2 splits them (its collator truncates words, not sub-word tokens). Checkpo
 each epoch, eval every `engine.eval.steps` or each epoch, and both at the last step.
 GLiNER2 LoRA always writes `model/merged/` (whatever `engine.export.merged` says).
 
+Distributed (`engine.distributed`, `accelerate launch`): DDP only, on GPUs (NCCL) or CPUs
+(gloo). `engine.batch_size` is per process: each rank takes its slice of every global batch
+of the same epoch order, and a step covers `batch_size × gradient_accumulation_steps ×
+num_processes` records. Rank 0 writes the checkpoints, with every rank's RNG state; a job
+resumes exactly on the same number of processes, and on another one at the same place in the
+epoch order (rounded down to a whole batch), with as many steps as the remaining epochs then
+need. FSDP and DeepSpeed launches are refused (`check_launch`).
+
 Losses are reported per record (gliner2 sums its loss over a batch; felix divides by
 the records in the window so train and eval losses compare across batch sizes).
 
@@ -61,6 +69,7 @@ table imports only when a GLiNER2 job runs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -84,7 +93,9 @@ from felix_train.errors import CheckpointNotFound, DatasetError, ErrorItem, Feli
 from felix_train.jobs import atomic_write_json, atomic_write_text, utcnow
 from felix_train.metrics_ner import normalize_mention, prf, score_entities
 from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import Outcome, ResolvedDataset, StopReason, TrainContext, TrainResult
+from felix_train.trainers.context import (
+    Outcome, ResolvedDataset, StopReason, TrainContext, TrainResult, barrier, distributed,
+)
 
 # Files inside a checkpoint folder.
 ADAPTER_DIR = "adapter"  # LoRA: PEFT adapter (adapter_config.json + adapter_model.safetensors)
@@ -100,6 +111,10 @@ GLINER2_DEFAULT_TARGETS = tuple(TrainingConfig().lora_target_modules)
 # training moves the pretrained encoder gently; LoRA adapters start at zero and need more.
 FULL_ENCODER_LR_DIVISOR = 50
 LORA_ENCODER_LR_DIVISOR = 4
+
+# DDP without re-broadcasting buffers at every forward (as gliner2 does); torch 2.13 renamed the argument
+_DDP_PARAMS = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+_NO_BUFFER_SYNC = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_PARAMS else {"broadcast_buffers": False}
 
 EVAL_THRESHOLD = 0.5
 MAX_COUNT = 19  # gliner2's count head predicts 0..19
@@ -566,6 +581,13 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
     writes (the job's work dir), logging setup (felix's reporter instead of
     `logging.basicConfig`), and `_setup_lora` (to load an existing adapter when
     resuming or continuing a checkpoint).
+
+    Distributed (DDP over the process group the runner joined: gloo on CPU, NCCL on GPUs):
+    every rank holds the whole model (`self.model` is the DDP wrapper, `unwrapped` the PEFT
+    or GLiNER2 model under it), walks the same epoch order and takes its slice of each global
+    batch (`engine.batch_size` records per rank); step losses and record counts are summed
+    over the ranks; every rank evaluates the whole eval set (the same metrics everywhere);
+    checkpoints are saved by every rank together, rank 0 writing them with every rank's RNG.
     """
 
     def __init__(self, model, config: TrainingConfig, *, ctx: TrainContext, data: PreparedData,
@@ -574,6 +596,10 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self.data = data
         self._adapter_from = adapter_from
         self.full_heads: list[str] = []  # LoRA: task heads trained in full (PEFT modules_to_save)
+        dist = distributed()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
+        self._total_steps: int | None = None  # set by `restore` when the checkpoint had another global batch
+        self._zero_loss_now = False  # a rank with no record of a short last batch: its stand-in counts for nothing
         super().__init__(model, config)
         base = self.base_model
         arch = getattr(base, "architecture", "span")
@@ -650,16 +676,75 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         return AdamW(groups, betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon,
                      foreach=True)
 
+    def _setup_device(self):
+        """One rank of a DDP run: this rank's GPU (LOCAL_RANK), else the CPU.
+
+        gliner2's own set-up is CUDA/NCCL only (`config.local_rank`), and without it every
+        rank would take `cuda:0`; felix places the model itself.
+        """
+        if self.world == 1:
+            return super()._setup_device()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            self.device = torch.device("cuda", local_rank)
+        else:
+            self.device = torch.device("cpu")
+            self.config.fp16 = self.config.bf16 = False
+        self.is_distributed = True
+        self.model.to(self.device)
+        if not self.config.fp16 and not self.config.bf16:
+            self.model.float()
+
+    def _setup_distributed(self):
+        """DDP over the (LoRA-wrapped) model on any device (gliner2's needs CUDA `device_ids`).
+
+        `find_unused_parameters`: a batch without relations (say) leaves the relation head
+        unused, and not the same head every step.
+        """
+        if not self.is_distributed:
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.unwrapped.register_forward_hook(self._zero_stand_in_loss)
+        self.model = torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=ids, output_device=ids[0] if ids else None,
+            find_unused_parameters=self.config.ddp_find_unused_parameters, static_graph=self.config.ddp_static_graph,
+            gradient_as_bucket_view=True, **_NO_BUFFER_SYNC)
+
+    def _zero_stand_in_loss(self, module, args, output):
+        """Forward hook: a stand-in batch's loss times 0 (its backward still joins DDP's all-reduce)."""
+        if self._zero_loss_now and isinstance(output, dict) and output.get("total_loss") is not None:
+            return {**output, "total_loss": output["total_loss"] * 0.0}
+        return output
+
+    @property
+    def unwrapped(self):
+        """The model without its DDP wrapper: the PEFT model (LoRA) or the GLiNER2 model (full)."""
+        return self.model.module if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else self.model
+
     @property
     def base_model(self):
-        """The GLiNER2 model under any PEFT wrapper (LoRA layers live inside it)."""
-        get = getattr(self.model, "get_base_model", None)
-        return get() if get is not None else self.model
+        """The GLiNER2 model under any DDP and PEFT wrapper (LoRA layers live inside it)."""
+        get = getattr(self.unwrapped, "get_base_model", None)
+        return get() if get is not None else self.unwrapped
+
+    def _global_sum(self, *values: float) -> list[float]:
+        """`values` summed over the ranks (one all-reduce); as they are in a single process."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        distributed().all_reduce(t)
+        return t.tolist()
 
     # -- schedule ----------------------------------------------------------------
     @property
+    def global_batch_size(self) -> int:
+        """Records per micro-batch over all ranks (`engine.batch_size` is per process)."""
+        return self.config.batch_size * self.world
+
+    @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_dataset) / self.config.batch_size)
+        return math.ceil(len(self.train_dataset) / self.global_batch_size)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -667,6 +752,8 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
 
     @property
     def total_steps(self) -> int:
+        if self._total_steps is not None:
+            return self._total_steps
         if self.config.max_steps > 0:
             return self.config.max_steps
         return self.steps_per_epoch * self.config.num_epochs
@@ -682,22 +769,40 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
 
     def setup_optimization(self) -> None:
         self.optimizer = self._create_optimizer()
+        self._setup_scheduler()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.fp16)
+
+    def _setup_scheduler(self) -> None:
+        """gliner2's LR schedule over `total_steps` (warm-up, then the decay to the last step)."""
         warmup = self.config.warmup_steps or int(self.total_steps * self.config.warmup_ratio)
         self.scheduler = get_scheduler(self.optimizer, self.config.scheduler_type, self.total_steps, warmup,
                                        self.config.num_cycles)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.fp16)
         self._planned_max_steps = self.total_steps
 
     # -- checkpoints ---------------------------------------------------------------
     def save_weights(self, folder: Path) -> None:
         """LoRA: the PEFT adapter under `adapter/`; full: the gliner2 model under `model/`."""
         if self.config.use_lora:
-            self.model.save_pretrained(str(folder / ADAPTER_DIR))
+            self.unwrapped.save_pretrained(str(folder / ADAPTER_DIR))
         else:
             self.base_model.save_pretrained(str(folder / MODEL_DIR))
 
     def save_checkpoint(self, pos: Position, metrics: dict) -> Any:
+        """Every rank calls it, at the same steps; rank 0 writes and commits it, with every rank's RNG state.
+
+        The other ranks return None once rank 0 has committed (a barrier), so that every rank then
+        sees the same checkpoints.
+        """
         ctx = self.ctx
+        torch_rng = {"torch_rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        ranks_rng = None
+        if self.world > 1:  # each rank's collator draws from its own Python RNG, and dropout from its torch RNG
+            ranks_rng = [None] * self.world
+            distributed().all_gather_object(ranks_rng, {"rng": _rng_state(), **torch_rng})
+        if not ctx.is_main_process:
+            barrier()
+            return None
         staged = ctx.checkpoints.stage()
         try:
             self.save_weights(staged)
@@ -705,8 +810,8 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                **torch_rng,
+                "ranks_rng": ranks_rng,  # [rank] -> {"rng": Python/NumPy, "torch_rng", "cuda_rng"}; None in one process
             }, staged / TRAINING_STATE)
             state = {
                 "step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
@@ -715,12 +820,14 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                 "total_steps": self.total_steps, "loss_sum": pos.loss_sum, "records_seen": pos.records_seen,
                 "runtime_s": pos.runtime_s + (time.monotonic() - self._t0), "last_eval": pos.last_eval,
                 "training_type": "lora" if self.config.use_lora else "full", "rng": _rng_state(),
+                "world_size": self.world, "global_batch_size": self.global_batch_size,
             }
             atomic_write_json(staged / TRAINER_STATE, state)
             manifest = ctx.checkpoints.commit(staged, step=pos.step, epoch=self.epoch_float(pos), metrics=metrics)
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
-            raise
+            raise  # the other ranks wait at the barrier until the launcher ends them
+        barrier()
         if manifest is not None:
             ctx.reporter.log(f"checkpoint {manifest.uuid} at step {pos.step} (epoch {self.epoch_float(pos):.2f})")
         return manifest
@@ -741,10 +848,38 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self.optimizer.load_state_dict(torch_state["optimizer"])
         self.scheduler.load_state_dict(torch_state["scheduler"])
         self.scaler.load_state_dict(torch_state["scaler"])
-        _set_rng_state(state["rng"], torch_state)
-        return Position(step=state["step"], epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"],
-                        records_seen=state["records_seen"], runtime_s=state["runtime_s"],
-                        last_eval=state.get("last_eval") or {})
+        rng = state["rng"]
+        ranks_rng = torch_state.get("ranks_rng")
+        if ranks_rng and self.rank < len(ranks_rng):  # this rank's own (rank 0's for a rank the writer lacked)
+            rng, torch_state = ranks_rng[self.rank]["rng"], {**torch_state, **ranks_rng[self.rank]}
+        _set_rng_state(rng, torch_state)
+        pos = Position(step=state["step"], epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"],
+                       records_seen=state["records_seen"], runtime_s=state["runtime_s"],
+                       last_eval=state.get("last_eval") or {})
+        saved_global = state.get("global_batch_size", self.config.batch_size)
+        if saved_global != self.global_batch_size:
+            self._rescale(pos, state, saved_global)
+        return pos
+
+    def _rescale(self, pos: Position, state: dict, saved_global: int) -> None:
+        """Resume a checkpoint written with another global batch (another number of processes or batch size).
+
+        The position in the epoch's order is kept, rounded down to a whole batch (a few records may
+        be seen twice); without `engine.max_steps` the remaining epochs take as many steps as they now
+        need, and the LR schedule is rebuilt over the new total (its step count carries on), as HF does.
+        """
+        old_batch = pos.batch
+        pos.batch = pos.batch * saved_global // self.global_batch_size
+        if self.config.max_steps <= 0:
+            left_in_epoch = math.ceil((self.batches_per_epoch - pos.batch) / self.config.gradient_accumulation_steps)
+            self._total_steps = pos.step + left_in_epoch + (self.config.num_epochs - pos.epoch - 1) * self.steps_per_epoch
+            scheduler_state = self.scheduler.state_dict()
+            self._setup_scheduler()
+            self.scheduler.load_state_dict(scheduler_state)
+        self.ctx.reporter.log(
+            f"resuming on {self.world} process(es) a checkpoint written by {state.get('world_size', 1)}: "
+            f"batch {old_batch} of {saved_global} records is batch {pos.batch} of {self.global_batch_size} "
+            f"in epoch {pos.epoch}; {self.total_steps} steps in all (was {state.get('total_steps')})", level="WARN")
 
     def epoch_float(self, pos: Position) -> float:
         return pos.epoch + pos.batch / max(self.batches_per_epoch, 1)
@@ -755,8 +890,9 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         records = self.data.eval
         if not records:
             return {}
-        was_training = self.model.training
-        self.model.eval()
+        model = self.unwrapped  # every rank evaluates the whole eval set alike: no collectives, the same metrics
+        was_training = model.training
+        model.eval()
         self.processor.change_mode(is_training=False)
         bs = self.config.eval_batch_size
         use_amp = self.config.fp16 or self.config.bf16
@@ -768,7 +904,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                     chunk = records[i:i + bs]
                     batch = self.eval_collator([(r["input"], r["output"]) for r in chunk])
                     with torch.amp.autocast(device_type=self.device.type, enabled=use_amp, dtype=amp_dtype):
-                        out = self.model(batch)
+                        out = model(batch)
                     loss = out.get("total_loss")
                     if loss is not None:
                         total += float(loss.detach().float().cpu())
@@ -777,7 +913,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
             metrics.update(extraction_metrics(self.base_model, records, batch_size=bs, max_len=self.data.collator_max_len))
         finally:
             if was_training:
-                self.model.train()
+                model.train()
             self.processor.change_mode(is_training=True)
         return metrics
 
@@ -805,19 +941,28 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         bar = tqdm(total=total, initial=pos.step, desc=f"train {ctx.job.id}", file=sys.stderr,
                    disable=not ctx.is_main_process, dynamic_ncols=True)
         try:
-            while pos.step < total and pos.epoch < self.num_epochs:
+            while pos.step < total:  # total_steps ends the last epoch (or is engine.max_steps)
                 order = self.epoch_order(pos.epoch)
                 micro, step_loss, step_records = 0, 0.0, 0
                 while pos.batch < nb and pos.step < total:
-                    idx = order[pos.batch * cfg.batch_size:(pos.batch + 1) * cfg.batch_size]
-                    batch = self.train_collator([self.train_dataset[i] for i in idx])
+                    chunk = order[pos.batch * self.global_batch_size:(pos.batch + 1) * self.global_batch_size]
+                    idx = chunk[self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size]  # this rank's slice
+                    real = len(idx)
+                    # a short last batch can leave this rank no record: it runs one of the batch with its loss
+                    # times 0 (DDP needs every rank's backward), counted nowhere
+                    self._zero_loss_now = not real
+                    batch = self.train_collator([self.train_dataset[i] for i in idx or chunk[:1]])
                     pos.batch += 1
                     last_in_epoch = pos.batch == nb
-                    loss = self._backward_one(batch, pos.batch, use_amp, amp_dtype,
-                                              is_last_micro=(micro + 1) % accum == 0 or last_in_epoch)
+                    try:
+                        loss = self._backward_one(batch, pos.batch, use_amp, amp_dtype,
+                                                  is_last_micro=(micro + 1) % accum == 0 or last_in_epoch)
+                    finally:
+                        self._zero_loss_now = False
                     micro += 1
-                    step_loss += float(loss.detach().float().cpu())
-                    step_records += len(idx)
+                    if real:
+                        step_loss += float(loss.detach().float().cpu())
+                    step_records += real
                     if micro < accum and not last_in_epoch:
                         continue
                     if micro < accum:
@@ -825,6 +970,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                     self._optimizer_step()
                     micro = 0
                     pos.step += 1
+                    step_loss, step_records = self._global_sum(step_loss, step_records)
                     pos.loss_sum += step_loss
                     pos.records_seen += step_records
                     window_loss += step_loss
@@ -859,6 +1005,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                         if saved_step != pos.step:
                             last_manifest = self.save_checkpoint(pos, self._checkpoint_metrics(pos, step_metrics))
                             saved_step = pos.step
+                        reporter.progress(pos.step, total, epoch_f, force=True)  # status.json: where it stopped
                         word = "stop requested" if reason == StopReason.STOP else "preempted (signal)"
                         reporter.log(f"{word} at step {pos.step}: checkpoint {getattr(last_manifest, 'uuid', None)}")
                         return (Outcome.STOPPED if reason == StopReason.STOP else Outcome.PREEMPTED), pos, last_manifest
@@ -926,6 +1073,8 @@ def _training_config(ctx: TrainContext) -> TrainingConfig:
         fp16=fp16, bf16=bf16, eval_strategy="no", save_best=False, save_total_limit=0,
         logging_steps=eng.logging_steps, num_workers=0, pin_memory=False, seed=eng.seed, deterministic=True,
         validate_data=False, max_len=None, gradient_checkpointing=eng.gradient_checkpointing,
+        # DDP: a batch without relations (say) leaves the relation head unused, and not the same one every step
+        ddp_find_unused_parameters=True, ddp_static_graph=False,
         # TF32 matmuls on GPUs; exact fp32 elsewhere (this setting is process-wide in torch)
         float32_matmul_precision="high" if torch.cuda.is_available() else "highest",
         use_lora=lora, lora_r=eng.lora.r, lora_alpha=float(eng.lora.alpha or 2 * eng.lora.r),
@@ -967,8 +1116,8 @@ def _export(trainer: FelixGLiNER2Trainer, ctx: TrainContext, info: dict) -> None
     tmp.mkdir(parents=True)
     try:
         if trainer.config.use_lora:
-            trainer.model.save_pretrained(str(tmp / ADAPTER_DIR))
-            merged = trainer.model.merge_and_unload()
+            trainer.unwrapped.save_pretrained(str(tmp / ADAPTER_DIR))
+            merged = trainer.unwrapped.merge_and_unload()
             merged._lora_layers = {}
             merged.save_pretrained(str(tmp / "merged"))
             layout = {
@@ -1006,18 +1155,34 @@ def _load_weights_from(trainer: FelixGLiNER2Trainer, folder: Path) -> None:
         from peft import set_peft_model_state_dict
 
         state = load_file(str(folder / ADAPTER_DIR / "adapter_model.safetensors"))
-        set_peft_model_state_dict(trainer.model, state)
+        set_peft_model_state_dict(trainer.unwrapped, state)
     else:
         state = load_file(str(folder / MODEL_DIR / "model.safetensors"))
         trainer.base_model.load_state_dict(state)
 
 
+def check_launch(spec) -> None:
+    """SpecError when this process is one rank of an FSDP or DeepSpeed launch: GLiNER2 trains with DDP only.
+
+    `accelerate launch` marks those launches in the environment of every rank (`ACCELERATE_USE_FSDP`,
+    `ACCELERATE_USE_DEEPSPEED`); felix's own loop wraps the model in DDP, and neither sharding would apply.
+    """
+    true = ("1", "true", "yes")
+    kind = ("FSDP" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in true
+            else "DeepSpeed" if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in true else None)
+    if kind is None:
+        return
+    named = spec.engine.distributed.config or os.environ.get("FELIX_ACCELERATE_CONFIG") or "an accelerate config"
+    raise SpecError([ErrorItem(
+        ("engine", "distributed", "config"),
+        f"GLiNER2 jobs train with DDP only, and this launch is {kind} ({named}); set "
+        "`engine.distributed.config: ddp` (or `multi-node` across machines), or leave it out, to train one model "
+        "replica per process (GLiNER2 models fit on one GPU)", "distributed_not_supported")])
+
+
 def run(ctx: TrainContext) -> TrainResult:
     """Fine-tune a GLiNER2 model as `ctx.spec` says; see the module docstring."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SpecError([ErrorItem(("engine", "distributed", "num_processes"),
-                                   "GLiNER2 jobs train in one process; set `engine.distributed.num_processes: 1`",
-                                   "distributed_not_supported")])
+    check_launch(ctx.spec)
     spec, reporter = ctx.spec, ctx.reporter
     lora = spec.training_type == TrainingType.LORA
     load_from, adapter_from, what = _initial_weights(ctx)
@@ -1042,7 +1207,7 @@ def run(ctx: TrainContext) -> TrainResult:
     trainer = FelixGLiNER2Trainer(model, config, ctx=ctx, data=data, adapter_from=adapter_from)
     trainer.setup_optimization()
     if adapter_from is not None:
-        peft_cfg = trainer.model.peft_config["default"]
+        peft_cfg = trainer.unwrapped.peft_config["default"]
         if (peft_cfg.r, float(peft_cfg.lora_alpha)) != (config.lora_r, config.lora_alpha):
             reporter.log(f"LoRA shape comes from the checkpoint (r={peft_cfg.r}, alpha={peft_cfg.lora_alpha}); "
                          f"engine.lora (r={config.lora_r}, alpha={config.lora_alpha:g}) applies to new adapters only",
@@ -1050,7 +1215,8 @@ def run(ctx: TrainContext) -> TrainResult:
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
     reporter.log(f"{len(data.train)} train / {len(data.eval)} eval records; batch {config.batch_size} × accumulation "
-                 f"{config.gradient_accumulation_steps}; {trainer.total_steps} steps over {trainer.num_epochs} epoch(s); "
+                 f"{config.gradient_accumulation_steps}" + (f" × {trainer.world} processes" if trainer.world > 1 else "")
+                 + f"; {trainer.total_steps} steps over {trainer.num_epochs} epoch(s); "
                  f"LR task {config.task_lr:g} encoder{' LoRA' if lora else ''} {config.encoder_lr:g}"
                  + (f"; LoRA on {len(trainer.lora_layers)} layers, task heads trained in full: {', '.join(trainer.full_heads)}"
                     if lora and trainer.full_heads else "")
