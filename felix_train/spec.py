@@ -230,6 +230,30 @@ def generate_name(base_model: str, algorithm: str) -> str:
     return f"{base_model.split('/')[-1][:40]}-{algorithm}-{stamp}-{secrets.token_hex(2)}"
 
 
+
+def _sharded_launch(config: str | None) -> str | None:
+    """'FSDP' or 'DeepSpeed' when `engine.distributed.config` names such a launch (a bundled name or a YAML file
+    whose `distributed_type` says so); None otherwise or when the file cannot be read (the runner reports that)."""
+    if not config:
+        return None
+    name = Path(config).name.lower()
+    kind = None
+    if name.startswith("fsdp"):
+        kind = "FSDP"
+    elif name.startswith("deepspeed"):
+        kind = "DeepSpeed"
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        try:
+            import yaml
+
+            dtype = str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type", "")).upper()
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            return kind
+        kind = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(dtype)
+    return kind
+
+
 def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None,
                   check_datasets: bool = True) -> JobSpec:
     """Validate a spec and return it resolved (defaults filled in); raise SpecError listing every problem.
@@ -291,6 +315,12 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
         if entry.family == ModelFamily.GLINER2 and spec.engine.packing is True:
             errors.append(ErrorItem(("engine", "packing"), "packing applies to decoder LLM SFT only; remove it for GLiNER2",
                                     "packing_not_supported"))
+        sharded = _sharded_launch(spec.engine.distributed.config)
+        if entry.family == ModelFamily.GLINER2 and sharded:
+            errors.append(ErrorItem(("engine", "distributed", "config"), f"GLiNER2 jobs train with DDP only; "
+                                    f"{spec.engine.distributed.config!r} is a {sharded} launch. Set "
+                                    "`engine.distributed.config: ddp` (or `multi-node`), or leave it out: one model "
+                                    "replica per process (GLiNER2 models fit on one GPU)", "distributed_not_supported"))
 
     # rl_config: required for grpo/dpo, absent for sft
     rl_params = None
