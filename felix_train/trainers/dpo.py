@@ -17,7 +17,8 @@ Reads top to bottom like a recipe:
 5. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`);
    final metrics: eval preference accuracy, reward margin, chosen/rejected rewards, losses, runtime.
 
-One greedy generation for a fixed eval prompt is logged before and after training.
+One greedy generation for a fixed eval prompt is logged before and after training (the one after on every rank
+when the model is sharded: FSDP, DeepSpeed ZeRO-3).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from felix_train.trainers.lm_common import (
     numeric,
     read_records,
     record_final_eval,
+    sample_trained,
     save_final_model,
     setup_lora_model,
     to_dataset,
@@ -290,9 +292,12 @@ def run(ctx: TrainContext) -> TrainResult:
     log_trainable(ctx, trainer)
 
     probe = (eval_ds if eval_ds is not None else trainer.train_dataset)[0]["prompt_ids"]
+    # before training the model is not sharded yet (HF prepares FSDP/DeepSpeed in `train()`): rank 0 alone samples
+    # it, never in step with ranks that are not generating (`synced_gpus=False`, which transformers would otherwise
+    # turn on by itself once the DPOConfig has enabled ZeRO-3)
     if ctx.resume_from is None and ctx.is_main_process:
         ctx.reporter.log(f"generation before training: {tokenizer.decode(probe)!r} -> "
-                         f"{generate_greedy(trainer.model, tokenizer, probe)!r}")
+                         f"{generate_greedy(trainer.model, tokenizer, probe, synced_gpus=False)!r}")
     output = train(trainer, ctx, callback)
 
     if callback.stop_reason is not None:
@@ -302,9 +307,9 @@ def run(ctx: TrainContext) -> TrainResult:
     if eval_ds is not None and callback.eval_step != trainer.state.global_step:
         trainer.evaluate()
     record_final_eval(ctx, callback, trainer)
-    if ctx.is_main_process:
-        ctx.reporter.log(f"generation after training: {tokenizer.decode(probe)!r} -> "
-                         f"{generate_greedy(trainer.model, tokenizer, probe)!r}")
+    after = sample_trained(ctx, trainer, tokenizer, probe)  # every rank: a sharded model generates on all of them
+    if after is not None:
+        ctx.reporter.log(f"generation after training: {tokenizer.decode(probe)!r} -> {after!r}")
     metrics = _final_metrics(ctx, trainer, output, callback, report)
     save_final_model(ctx, trainer, tokenizer)
     if ctx.is_main_process:

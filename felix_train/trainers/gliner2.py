@@ -382,9 +382,9 @@ def _precision(spec_precision: str) -> tuple[bool, bool]:
     if spec_precision == "fp16":
         return cuda, False
     if spec_precision == "bf16":
-        return False, cuda and torch.cuda.is_bf16_supported()
+        return False, cuda and torch.cuda.is_bf16_supported(including_emulation=False)
     if spec_precision == "auto":
-        return False, cuda and torch.cuda.is_bf16_supported()
+        return False, cuda and torch.cuda.is_bf16_supported(including_emulation=False)
     return False, False
 
 

@@ -56,12 +56,21 @@ def hf_output_dir(ctx: TrainContext) -> Path:
 
 
 def bf16_supported(device: str) -> bool:
-    """Whether bf16 mixed precision is a good default on `device` (CUDA with native bf16 only)."""
+    """Whether bf16 mixed precision is a good default on `device` (CUDA with native bf16 only: Ampere or newer).
+
+    `torch.cuda.is_bf16_supported()` alone also says yes on older GPUs (V100, T4) that only emulate bf16, many
+    times slower than fp32 there: emulation is not counted.
+    """
     if device != "cuda":
         return False
     import torch
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the argument never counted emulation
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def precision_flags(ctx: TrainContext) -> dict[str, bool]:
@@ -92,6 +101,13 @@ def precision_flags(ctx: TrainContext) -> dict[str, bool]:
 def gpu_defaults(ctx: TrainContext) -> dict[str, Any]:
     """What a CUDA run gets beyond the spec: TF32 matmuls (Ampere or newer), fused AdamW, and Liger kernels
     when `liger-kernel` is installed (never required). Empty on CPU. bf16 comes from `precision_flags`.
+
+    Checked against transformers 5.24 / TRL 1.16: `tf32` is still a TrainingArguments field (transformers sets
+    `torch.backends.fp32_precision = "tf32"` on torch >= 2.9 and raises if asked on a GPU without TF32, hence the
+    check); `adamw_torch_fused` is already transformers' default on torch >= 2.8 (named for older torch);
+    `use_liger_kernel` is still a field, applied by `Trainer` to the PEFT model's base. TRL 1.16 keeps only Liger's
+    layer kernels (RMSNorm, RoPE, SwiGLU: it turns `fused_linear_cross_entropy` off, having its own chunked LM
+    head) and warns that the flag is deprecated for TRL 2 (a FutureWarning, nothing else).
     """
     if ctx.device != "cuda":
         return {}
@@ -125,7 +141,13 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
     (`bf16=True` and `gradient_checkpointing=True` only where the device and the spec ask for them).
     On CUDA, `gpu_defaults` adds TF32, fused AdamW and Liger kernels (when installed).
     `overrides` are the algorithm's own fields (e.g. SFT's `max_length`, `packing`) and win over these.
+    The keyword arguments are `training_kwargs(...)`'s.
     """
+    return config_cls(**training_kwargs(ctx, has_eval=has_eval, **overrides))
+
+
+def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments `training_arguments` builds its config from (logs the GPU defaults on CUDA)."""
     spec, engine = ctx.spec, ctx.spec.engine
     kwargs: dict[str, Any] = dict(
         output_dir=str(hf_output_dir(ctx)),
@@ -156,6 +178,9 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
         torch_compile=False,
         activation_checkpointing=engine.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         use_cpu=ctx.device == "cpu",
+        # every trainable (LoRA) parameter gets a gradient each step; HF would otherwise turn DDP's search for
+        # unused parameters on for a PEFT model (a graph traversal every step, and a warning that it found none)
+        ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="non_padding",
         restore_callback_states_from_checkpoint=False,
         **precision_flags(ctx),
@@ -169,7 +194,7 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
                  ("Liger kernels", kwargs.get("use_liger_kernel")))
         used = [name for name, on in flags if on]
         ctx.reporter.log(f"GPU defaults: {', '.join(used) or 'fp32'}")
-    return config_cls(**kwargs)
+    return kwargs
 
 
 # -- the callback --------------------------------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 - `load_tokenizer(ctx)`: the base tokenizer with a pad token.
 - `setup_lora_model(ctx)`: the base model plus a new `LoraConfig` from `engine.lora`, or, when `base_model`
-  is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it).
+  is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it). Loaded as
+  `model_load_kwargs(ctx)` says: fp32 on CPU; on a GPU training in bf16 the frozen base in bf16 (the LoRA
+  adapter stays fp32) and flash attention when `flash-attn` is installed.
 - `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their dataset name and
   line number (so a refused record can be named), and the seeded held-out split of `engine.eval.fraction`.
 - `LengthReport` / `length_error(...)`: what `engine.length_policy` did, and the `error` policy's DatasetError
   listing every offending dataset line.
-- `generate_greedy(...)`: one greedy completion, for the before/after samples in train.log.
+- `generate_greedy(...)`: one greedy completion, for the before/after samples in train.log;
+  `sample_trained(...)` the same with the trainer's model after training, on every rank when the model is
+  sharded (FSDP, DeepSpeed ZeRO-3: a forward needs every rank), written by rank 0.
 - `save_final_model(ctx, trainer, tokenizer)`: `model/` (adapter + tokenizer + chat template) and, with
   `engine.export.merged`, `model/merged/`; written aside, then renamed into place.
 - `logged_mean(ctx, key, final_step)`: a logged metric averaged over the whole job (every attempt).
@@ -18,6 +22,7 @@ Imports torch and transformers at module import: load it only inside a trainer's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,11 +57,47 @@ def load_tokenizer(ctx: TrainContext):
     return tokenizer
 
 
+def _deepspeed_launch() -> bool:
+    """Whether `accelerate launch` started this process under a DeepSpeed config (it sets the variable)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").strip().lower() in ("1", "true", "yes")
+
+
+def model_load_kwargs(ctx: TrainContext) -> dict[str, Any]:
+    """`dtype` (and `attn_implementation` when there is one to ask for) for loading the base model.
+
+    - fp32 on CPU, and for fp32 or fp16 training (fp16 autocast keeps fp32 weights: an fp16 frozen base would also
+      run its norms and residual sums in fp16, which overflows on some models).
+    - bf16 on a GPU training in bf16: the frozen base is only read, and autocast would cast every fp32 weight to
+      bf16 for each matmul anyway; half the memory and no per-step casts. The LoRA adapter stays fp32 (PEFT's
+      `autocast_adapter_dtype`, used by TRL's `get_peft_model` and by `PeftModel.from_pretrained`; FSDP upcasts
+      trainable parameters to fp32 too), so the optimizer updates fp32 weights.
+    - fp32 under DeepSpeed: its engine keeps the module in bf16 itself (fp32 master weights in the optimizer), and
+      ZeRO-3 needs one dtype across base and adapter (TRL's note to `autocast_adapter_dtype=False`).
+    - `attn_implementation`: `hf_bridge.attn_implementation` (flash attention 2 on CUDA with bf16/fp16 when
+      `flash-attn` is installed); left out otherwise (transformers' default, SDPA). SFT's `choose_batching`
+      reads it back from the model's config (`packing: auto` is padding-free under flash attention).
+    """
+    from felix_train.trainers.hf_bridge import attn_implementation, precision_flags
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if ctx.device == "cuda" and precision_flags(ctx)["bf16"] and not _deepspeed_launch():
+        kwargs["dtype"] = torch.bfloat16
+    attn = attn_implementation(ctx)
+    if attn is not None:
+        kwargs["attn_implementation"] = attn
+    return kwargs
+
+
 def setup_lora_model(ctx: TrainContext):
     """(model, peft_config): the base and a new LoRA config, or (the checkpoint's adapter loaded trainable, None)."""
     from peft import LoraConfig, PeftModel
 
-    model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), dtype=torch.float32)
+    load = model_load_kwargs(ctx)
+    model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), **load)
+    if ctx.device == "cuda":
+        dtype = str(load["dtype"]).removeprefix("torch.")
+        ctx.reporter.log(f"base model loaded in {dtype}, attention "
+                         f"{getattr(model.config, '_attn_implementation', None) or 'default'}")
     if ctx.model.init_checkpoint is not None:
         model = PeftModel.from_pretrained(model, str(ctx.model.init_checkpoint), is_trainable=True)
         cfg = model.peft_config["default"]
@@ -147,18 +188,68 @@ def length_error(header: str, errors: list[ErrorItem], fix: str) -> DatasetError
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = GENERATION_MAX_NEW_TOKENS) -> str:
-    """The greedy completion of `prompt_ids` (special tokens kept), leaving the model in its train/eval mode."""
+def generate_greedy(model, tokenizer, prompt_ids: list[int], max_new_tokens: int = GENERATION_MAX_NEW_TOKENS, *,
+                    synced_gpus: bool = False, device: torch.device | str | None = None) -> str:
+    """The greedy completion of `prompt_ids` (special tokens kept), leaving the model in its train/eval mode.
+
+    `synced_gpus` must be True exactly when every rank runs this call on a sharded model (each rank then keeps
+    stepping until all are done); it is always passed, because transformers turns it on by itself under
+    ZeRO-3, where one rank generating alone would then wait forever for the others.
+    """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     input_ids = torch.tensor([prompt_ids], device=device)
     out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                         max_new_tokens=max_new_tokens, do_sample=False,
+                         max_new_tokens=max_new_tokens, do_sample=False, synced_gpus=synced_gpus,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     if was_training:
         model.train()
     return tokenizer.decode(out[0][len(prompt_ids):], skip_special_tokens=False)
+
+
+def model_is_sharded(trainer) -> bool:
+    """Whether the trainer's model is sharded across ranks (FSDP, DeepSpeed ZeRO-3): a forward is then a collective."""
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is None:
+        return False
+    from trl.distributed import DistributedBackend
+
+    backend = DistributedBackend(accelerator)
+    return backend.is_fsdp or backend.is_zero3
+
+
+def sample_trained(ctx: TrainContext, trainer, tokenizer, prompt_ids: list[int], *,
+                   adapter_disabled: bool = False) -> str | None:
+    """The greedy completion of `prompt_ids` by the trainer's model (with its adapter disabled: the base model's),
+    on rank 0; None on the other ranks. Call it on every rank.
+
+    Unsharded (one process, DDP, ZeRO-1/2) rank 0 generates alone. Sharded (FSDP, ZeRO-3) every rank must join each
+    forward, so every rank generates, in step (`synced_gpus`), through TRL's own unwrapping for generation (ZeRO-3
+    parameters gathered layer by layer as the forward reaches them, FSDP1's root parameters summoned), and only rank
+    0 keeps the text.
+    """
+    sharded = model_is_sharded(trainer)
+    if not sharded:
+        if not ctx.is_main_process:
+            return None
+        scope = trainer.model.disable_adapter() if adapter_disabled else contextlib.nullcontext()
+        with scope:
+            return generate_greedy(trainer.model, tokenizer, prompt_ids)
+    from trl.distributed import DistributedBackend
+    from trl.models import unwrap_model_for_generation
+
+    backend = DistributedBackend(trainer.accelerator)
+    wrapped = trainer.model_wrapped
+    with (unwrap_model_for_generation(wrapped, trainer.accelerator, gather_deepspeed3_params=False) as model,
+          backend.summon_full_params(wrapped, recurse=False)):
+        scope = model.disable_adapter() if adapter_disabled else contextlib.nullcontext()
+        with scope:
+            text = generate_greedy(model, tokenizer, prompt_ids, synced_gpus=True, device=trainer.accelerator.device)
+    sharding = "DeepSpeed ZeRO-3" if backend.is_zero3 else f"FSDP{backend.fsdp_version}"
+    ctx.reporter.log(f"sample generated by all {trainer.accelerator.num_processes} rank(s) together "
+                     f"(the model is sharded: {sharding})")
+    return text if ctx.is_main_process else None
 
 
 # -- final model ---------------------------------------------------------------------------------------------------

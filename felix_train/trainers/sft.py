@@ -24,7 +24,9 @@ Reads top to bottom like a recipe:
 
 One greedy generation for a fixed prompt (from the data) is logged before and after training; for a new
 adapter the "before" one is the base model's, sampled after training with the adapter disabled, so it
-costs nothing on the way to the first step. Python's collector is frozen over the run (`_frozen_heap`).
+costs nothing on the way to the first step. Samples taken after training run on every rank when the model
+is sharded (FSDP, DeepSpeed ZeRO-3), whose forward needs them all (`lm_common.sample_trained`).
+Python's collector is frozen over the run (`_frozen_heap`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from felix_train.trainers.lm_common import (
     log_trainable,
     read_records,
     record_final_eval,
+    sample_trained,
     save_final_model,
     setup_lora_model,
 )
@@ -473,6 +476,12 @@ def choose_batching(packing: bool | str, attn_implementation: str | None) -> Bat
     return Batching.GROUPED
 
 
+def attention_of(model) -> str | None:
+    """The attention implementation `model` was loaded with (`lm_common.model_load_kwargs`: flash attention on a
+    GPU with `flash-attn`, else transformers' default), read through a PEFT wrapper too; None if it has no config."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
 @contextlib.contextmanager
 def _score_labelled_positions_only():
     """For the calls inside: TRL's fused LM head projects only the positions that have a label.
@@ -526,7 +535,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
     and fully-masked filter are no-ops on data the length policy has seen), batched as `choose_batching` says.
     """
     engine = ctx.spec.engine
-    mode = choose_batching(engine.packing, getattr(getattr(model, "config", None), "_attn_implementation", None))
+    mode = choose_batching(engine.packing, attention_of(model))
     packing = mode == Batching.PACKED
     args = training_arguments(
         ctx, SFTConfig, has_eval=eval_ds is not None,
@@ -659,15 +668,15 @@ def _run(ctx: TrainContext) -> TrainResult:
 
     model, peft_config = setup_lora_model(ctx)
     prompt_ids = _generation_prompt(eval_ds if eval_ds is not None else train_ds)
-    # A new adapter starts as the base model: its "before" sample is the base's, taken after training with the
-    # adapter disabled, off the start-up path. A continued adapter is sampled now, before it changes.
-    before_now = peft_config is None and ctx.resume_from is None and ctx.is_main_process
-    if before_now:
-        ctx.reporter.log(f"generation before training: {tokenizer.decode(prompt_ids)!r} -> "
-                         f"{generate_greedy(model, tokenizer, prompt_ids)!r}")
-
     callback = FelixCallback(ctx)
     trainer = build_trainer(ctx, model, peft_config, tokenizer, train_ds, eval_ds, callback)
+    # A new adapter starts as the base model: its "before" sample is the base's, taken after training with the
+    # adapter disabled, off the start-up path. A continued adapter is sampled now, before it changes (on the GPU the
+    # trainer has moved it to), by rank 0 alone: HF shards a model in `train()` only (and under FSDP's
+    # cpu_ram_efficient_loading the other ranks hold no weights yet); `synced_gpus` stays off.
+    if peft_config is None and ctx.resume_from is None and ctx.is_main_process:
+        ctx.reporter.log(f"generation before training: {tokenizer.decode(prompt_ids)!r} -> "
+                         f"{generate_greedy(trainer.model, tokenizer, prompt_ids, synced_gpus=False)!r}")
     ctx.reporter.log(f"SFT: {len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval records, "
                      f"max_length {engine.max_length}, {BATCHING_LOG[trainer.batching]}, loss on "
                      f"{'assistant turns / completions only' if completion_only else 'whole sequences'}")
@@ -681,14 +690,15 @@ def _run(ctx: TrainContext) -> TrainResult:
     if eval_ds is not None and callback.eval_step != trainer.state.global_step:
         trainer.evaluate()
         record_final_eval(ctx, callback, trainer)
-    if ctx.is_main_process:
-        if peft_config is not None:
-            with trainer.model.disable_adapter():
-                before = generate_greedy(trainer.model, tokenizer, prompt_ids)
+    # every rank calls these: a sharded model (FSDP, ZeRO-3) generates on all ranks together; rank 0 gets the text
+    if peft_config is not None:
+        before = sample_trained(ctx, trainer, tokenizer, prompt_ids, adapter_disabled=True)
+        if before is not None:
             ctx.reporter.log(f"generation before training: {tokenizer.decode(prompt_ids)!r} -> {before!r} "
                              "(the base model: sampled with the adapter disabled)")
-        ctx.reporter.log(f"generation after training: {tokenizer.decode(prompt_ids)!r} -> "
-                         f"{generate_greedy(trainer.model, tokenizer, prompt_ids)!r}")
+    after = sample_trained(ctx, trainer, tokenizer, prompt_ids)
+    if after is not None:
+        ctx.reporter.log(f"generation after training: {tokenizer.decode(prompt_ids)!r} -> {after!r}")
     _save_final_model(ctx, trainer, tokenizer)
     if ctx.is_main_process:
         shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)  # scratch: every checkpoint is committed by now

