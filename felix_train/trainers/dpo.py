@@ -2,8 +2,8 @@
 
 Reads top to bottom like a recipe:
 
-1. `check_params`: the `rl_config` rules TRL 1.16 only enforces once training starts, refused up front
-   (a `SpecError` naming the field: exit 2, nothing loaded, nothing trained).
+1. `rl_config` is already valid: `felix_train.rl_config.DPOParams` refuses at validation what TRL 1.16 would
+   only refuse once training starts (exo_pair without label smoothing, WPO weighting with the aot losses).
 2. `_setup_data`: every dataset's preference pairs (`prompt`/`chosen`/`rejected`, text or conversational;
    an implicit prompt is extracted from whole conversations), each with its dataset name and line; the eval
    pairs are `engine.eval.dataset` or a seeded `engine.eval.fraction` split.
@@ -30,11 +30,22 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 from trl.data_utils import extract_prompt
 
-from felix_train.errors import DatasetError, ErrorItem, SpecError
+from felix_train.errors import DatasetError, ErrorItem
 from felix_train.rl_config import DPOParams
 from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import Outcome, ResolvedDataset, TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, hf_output_dir, run_train_loss, train, training_arguments
+from felix_train.trainers.context import (
+    Outcome,
+    ResolvedDataset,
+    TrainContext,
+    TrainResult,
+)
+from felix_train.trainers.hf_bridge import (
+    FelixCallback,
+    hf_output_dir,
+    run_train_loss,
+    train,
+    training_arguments,
+)
 from felix_train.trainers.lm_common import (
     LengthReport,
     eval_split,
@@ -53,34 +64,6 @@ from felix_train.trainers.lm_common import (
 
 REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """TRL's preference metrics, logged per training window and (with an `eval_` prefix) per evaluation."""
-
-_AOT = {"aot", "aot_unpaired", "aot_pair"}
-
-
-# -- 1. rl_config rules TRL enforces only at training time ---------------------------------------------------------
-
-def check_params(rl: DPOParams) -> list[ErrorItem]:
-    """Problems of a valid `DPOParams` that TRL 1.16 would only raise at its first step (or never, silently).
-
-    Returns every problem as an `ErrorItem` located in the spec (empty when all is well).
-    """
-    losses = rl.loss_type if isinstance(rl.loss_type, list) else [rl.loss_type]
-    errors: list[ErrorItem] = []
-    for i, loss in enumerate(losses):
-        if loss == "aot_pair":
-            loc = ("rl_config", "loss_type", i) if isinstance(rl.loss_type, list) else ("rl_config", "loss_type")
-            errors.append(ErrorItem(loc, "`loss_type: aot_pair` is not a loss of TRL 1.16 (its unpaired AOT loss is "
-                                         "now `aot_unpaired`); use `aot` for paired preference data",
-                                    "loss_type_unsupported"))
-    if "exo_pair" in losses and rl.label_smoothing == 0:
-        errors.append(ErrorItem(("rl_config", "label_smoothing"), "`loss_type: exo_pair` needs `label_smoothing` > 0 "
-                                "(the EXO paper recommends 1e-3); got 0", "label_smoothing_required"))
-    if rl.use_weighting and _AOT & set(losses):
-        errors.append(ErrorItem(("rl_config", "use_weighting"), "WPO weighting is not implemented for the `aot` "
-                                "losses (they sort the pairs); set `use_weighting: false` or choose another "
-                                "`loss_type`", "use_weighting_unsupported"))
-    return errors
-
 
 def sequence_limit(ctx: TrainContext, rl: DPOParams) -> int:
     """Tokens of prompt + completion: the smaller of `rl_config.max_length` and `engine.max_length`."""
@@ -266,9 +249,6 @@ def _final_metrics(ctx: TrainContext, trainer: DPOTrainer, output, callback: Fel
 def run(ctx: TrainContext) -> TrainResult:
     """Train a LoRA adapter with DPO; see the module docstring for the steps."""
     rl: DPOParams = ctx.spec.rl()
-    problems = check_params(rl)
-    if problems:
-        raise SpecError(problems)
     limit = sequence_limit(ctx, rl)
     if rl.padding_free:
         ctx.reporter.log("rl_config.padding_free: TRL 1.16 has padding-free DPO temporarily disabled; "
