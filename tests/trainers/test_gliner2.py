@@ -456,3 +456,32 @@ def test_label_sampling_shuffles_types_and_drops_blind_synthetic_labels():
     m = model()
     assert len(set_label_sampling(m, described)) == 1
     assert m.processor.sampling_config.shuffle_entities and m.processor.sampling_config.synthetic_entity_label_prob == 0.2
+
+
+def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
+    from types import SimpleNamespace
+
+    from felix_train.trainers.gliner2 import FelixGLiNER2Trainer
+
+    rng = __import__("random").Random(0)
+    texts = [" ".join(["w"] * rng.randint(1, 60)) for _ in range(803)]
+
+    def trainer():
+        return SimpleNamespace(_order_override={}, _lengths=None, global_batch_size=8,
+                               config=SimpleNamespace(seed=42), train_dataset=[(t, {}) for t in texts])
+
+    order = FelixGLiNER2Trainer.epoch_order(trainer(), 0)
+    assert sorted(order) == list(range(len(texts)))  # every record once
+    assert order == FelixGLiNER2Trainer.epoch_order(trainer(), 0)  # a function of (seed, epoch)
+    assert order != FelixGLiNER2Trainer.epoch_order(trainer(), 1)
+    lengths = [len(texts[i].split()) for i in order]
+    batches = [lengths[i:i + 8] for i in range(0, len(lengths), 8)]
+    spread = sum(max(b) - min(b) for b in batches) / len(batches)
+    assert spread < 10  # similar lengths in a batch (a plain shuffle: ~45 words apart)
+    # batches in random order: transformers' order alone runs each mega-batch (here 25 batches) longest first
+    firsts = [max(b) for b in batches[:25]]
+    assert firsts != sorted(firsts, reverse=True)
+    assert len(batches[-1]) == len(texts) % 8  # the short batch stays last
+    resumed = trainer()
+    resumed._order_override = {3: order}
+    assert FelixGLiNER2Trainer.epoch_order(resumed, 3) == order  # a resumed epoch keeps its recorded order
