@@ -20,7 +20,7 @@ test-fast:
 demo: install
 	$(PYTHON) -m felix_train configs/quickstart.yaml
 
-# felix vs plain TRL / gliner2 on this machine (~15 min on 2 cores; BENCH_ARGS=--quick ~5 min); needs `make install` once.
+# felix vs plain TRL / gliner2 on this machine (~7 min on 2 quiet cores; BENCH_ARGS=--quick ~5 min); needs `make install` once.
 # Results: bench/results/<date>-<host>.json and a table on stdout.
 BENCH_ARGS ?=
 bench:

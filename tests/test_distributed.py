@@ -375,3 +375,33 @@ def test_gliner2_refuses_a_sharded_launch(variable, monkeypatch):
     (item,) = err.value.errors
     assert item.loc == ("engine", "distributed", "config") and item.type == "distributed_not_supported"
     assert "engine.distributed.config: ddp" in item.msg
+
+
+# -- tiny DPO and GRPO on 2 processes: the same launch and bridge as SFT ---------------------------------------------
+
+def rl_spec(algorithm: str) -> dict:
+    """configs/dpo-tiny.yaml and configs/grpo-tiny.yaml, cut to 4 steps on 2 processes."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "configs" / f"{algorithm}-tiny.yaml").read_text())
+    spec["engine"].update(max_steps=4, logging_steps=1, save_steps=2, report_to=[], eval={"fraction": 0},
+                          batch_size=4 if algorithm == "dpo" else 8,
+                          distributed={"num_processes": 2, "config": "ddp"})
+    spec["engine"].pop("export", None)
+    return spec
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo"])
+def test_rl_on_two_processes_completes_with_one_set_of_artifacts(model_store, tmp_path, algorithm):
+    home = model_store
+    job = JobFolder(f"ddp-{algorithm}", home)
+    run = Run(home, tmp_path, job.id, rl_spec(algorithm))
+    assert run.wait(timeout=300) == 0, run.stderr()
+    status = job.read_status()
+    assert status["status"] == "complete" and status["progress"]["step"] == 4
+    log = job.log_path.read_text()
+    assert log.count("2 process(es)") == 1 and log.count("job complete") == 1  # rank 0 alone writes the log
+    assert loss_steps(job) == [1, 2, 3, 4]  # one metrics line per step, not one per rank
+    assert [c.step for c in list_checkpoints(job)] == [2, 4]
+    assert all(verify_checkpoint(job.checkpoints_dir / c.uuid) == [] for c in list_checkpoints(job))
+    assert (job.model_dir / "adapter_model.safetensors").exists()
