@@ -23,7 +23,6 @@ when the model is sharded: FSDP, DeepSpeed ZeRO-3).
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from datasets import Dataset
@@ -33,32 +32,22 @@ from trl.data_utils import extract_prompt
 from felix_train.errors import DatasetError, ErrorItem
 from felix_train.rl_config import DPOParams
 from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import (
-    Outcome,
-    ResolvedDataset,
-    TrainContext,
-    TrainResult,
-)
-from felix_train.trainers.hf_bridge import (
-    FelixCallback,
-    hf_output_dir,
-    run_train_loss,
-    train,
-    training_arguments,
-)
+from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
+    complete,
     eval_split,
+    final_eval,
     generate_greedy,
     length_error,
     load_tokenizer,
     log_trainable,
     numeric,
     read_records,
-    record_final_eval,
     sample_trained,
-    save_final_model,
     setup_lora_model,
+    stopped_result,
     to_dataset,
 )
 
@@ -280,19 +269,11 @@ def run(ctx: TrainContext) -> TrainResult:
                          f"{generate_greedy(trainer.model, tokenizer, probe, synced_gpus=False)!r}")
     output = train(trainer, ctx, callback)
 
-    if callback.stop_reason is not None:
-        return TrainResult(outcome=callback.outcome(),
-                           last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    if (stopped := stopped_result(ctx, callback)) is not None:
+        return stopped
 
-    if eval_ds is not None and callback.eval_step != trainer.state.global_step:
-        trainer.evaluate()
-    record_final_eval(ctx, callback, trainer)
+    final_eval(ctx, callback, trainer)
     after = sample_trained(ctx, trainer, tokenizer, probe)  # every rank: a sharded model generates on all of them
     if after is not None:
         ctx.reporter.log(f"generation after training: {tokenizer.decode(probe)!r} -> {after!r}")
-    metrics = _final_metrics(ctx, trainer, output, callback, report)
-    save_final_model(ctx, trainer, tokenizer)
-    if ctx.is_main_process:
-        shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)  # scratch: every checkpoint is committed by now
-    return TrainResult(outcome=Outcome.COMPLETE, metrics=metrics,
-                       last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    return complete(ctx, trainer, tokenizer, callback, _final_metrics(ctx, trainer, output, callback, report))

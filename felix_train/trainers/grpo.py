@@ -32,19 +32,20 @@ from felix_train.errors import DatasetError, ErrorItem, SpecError
 from felix_train.rewards import build_reward_funcs, parse_reward_type
 from felix_train.rl_config import GRPOParams
 from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import Outcome, ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
 from felix_train.trainers.hf_bridge import FelixCallback, hf_output_dir, run_train_loss, train, training_arguments
 from felix_train.trainers.lm_common import (
+    complete,
     eval_split,
+    final_eval,
     length_error,
     load_tokenizer,
     log_trainable,
     logged_mean,
     numeric,
     read_records,
-    record_final_eval,
-    save_final_model,
     setup_lora_model,
+    stopped_result,
     to_dataset,
 )
 
@@ -286,16 +287,8 @@ def run(ctx: TrainContext) -> TrainResult:
     output = train(trainer, ctx, callback)
     _keep_completion_logs(ctx)
 
-    if callback.stop_reason is not None:
-        return TrainResult(outcome=callback.outcome(),
-                           last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    if (stopped := stopped_result(ctx, callback)) is not None:
+        return stopped
 
-    if eval_ds is not None and callback.eval_step != trainer.state.global_step:
-        trainer.evaluate()
-    record_final_eval(ctx, callback, trainer)
-    metrics = _final_metrics(ctx, trainer, output, callback, counts, dropped)
-    save_final_model(ctx, trainer, tokenizer)
-    if ctx.is_main_process:
-        shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)  # scratch: every checkpoint is committed by now
-    return TrainResult(outcome=Outcome.COMPLETE, metrics=metrics,
-                       last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    final_eval(ctx, callback, trainer)
+    return complete(ctx, trainer, tokenizer, callback, _final_metrics(ctx, trainer, output, callback, counts, dropped))

@@ -16,6 +16,8 @@
   `engine.export.merged`, `model/merged/`; written aside, then renamed into place.
 - `logged_mean(ctx, key, final_step)`: a logged metric averaged over the whole job (every attempt).
 - `record_final_eval(ctx, callback, trainer)`: the last eval's metrics into the last checkpoint's manifest.
+- The ending every HF trainer shares: `stopped_result` (stop/preemption), `final_eval` (an eval at the last step,
+  into its manifest), `complete` (`model/`, the scratch folder removed, the `complete` result).
 
 Imports torch and transformers at module import: load it only inside a trainer's `run()`.
 """
@@ -38,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from felix_train.errors import DatasetError, ErrorItem
 from felix_train.models.causal_lm import PAD_TOKEN
-from felix_train.trainers.context import ResolvedDataset, TrainContext
+from felix_train.trainers.context import Outcome, ResolvedDataset, TrainContext, TrainResult
 
 MAX_LISTED_LINES = 20
 """How many offending records a length error lists (its `errors` keep them all)."""
@@ -315,6 +317,31 @@ def logged_mean(ctx: TrainContext, key: str, final_step: int) -> float | None:
         total += by_step[step] * (step - prev)
         prev = step
     return total / prev
+
+
+def stopped_result(ctx: TrainContext, callback) -> TrainResult | None:
+    """The result of a run that a stop request or a preemption ended (None when training ran to its end)."""
+    if callback.stop_reason is None:
+        return None
+    return TrainResult(outcome=callback.outcome(), last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+
+
+def final_eval(ctx: TrainContext, callback, trainer) -> None:
+    """Evaluate at the last step unless the run just did, and put that eval into the last checkpoint's manifest."""
+    if trainer.eval_dataset is not None and callback.eval_step != trainer.state.global_step:
+        trainer.evaluate()
+    record_final_eval(ctx, callback, trainer)
+
+
+def complete(ctx: TrainContext, trainer, tokenizer, callback, metrics: dict[str, Any]) -> TrainResult:
+    """Write `model/`, drop the HF scratch folder (every checkpoint is committed by now), report `complete`."""
+    from felix_train.trainers.hf_bridge import hf_output_dir
+
+    save_final_model(ctx, trainer, tokenizer)
+    if ctx.is_main_process:
+        shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)
+    return TrainResult(outcome=Outcome.COMPLETE, metrics=metrics,
+                       last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
 
 
 def record_final_eval(ctx: TrainContext, callback, trainer) -> None:

@@ -20,7 +20,7 @@ Reads top to bottom like a recipe:
    a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
    positions only.
 6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
-   through `lm_common.save_final_model`.
+   through `lm_common.complete`.
 
 One greedy generation for a fixed prompt (from the data) is logged before and after training; for a new
 adapter the "before" one is the base model's, sampled after training with the adapter disabled, so it
@@ -53,20 +53,21 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from felix_train.errors import DatasetError, ErrorItem, FelixError
 from felix_train.models.causal_lm import EOS_TOKEN, chatml_template
 from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import Outcome, ResolvedDataset, TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, hf_output_dir, run_train_loss, train, training_arguments
+from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
+    complete,
     eval_split,
+    final_eval,
     generate_greedy,
     length_error,
     load_tokenizer,
     log_trainable,
     read_records,
-    record_final_eval,
     sample_trained,
-    save_final_model,
     setup_lora_model,
+    stopped_result,
 )
 
 _PROBES = [
@@ -561,12 +562,6 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
 
 # -- 4. run and export ---------------------------------------------------------------------------------------------
 
-def _save_final_model(ctx: TrainContext, trainer, tokenizer) -> None:
-    save_final_model(ctx, trainer, tokenizer)
-    if ctx.is_main_process:  # HF's pickled arguments are no part of a downloadable model
-        (ctx.job.model_dir / "training_args.bin").unlink(missing_ok=True)
-
-
 def _final_metrics(ctx: TrainContext, trainer, output, callback: FelixCallback, report: LengthReport,
                    train_ds: Dataset, eval_ds: Dataset | None) -> dict[str, Any]:
     state = trainer.state
@@ -683,13 +678,10 @@ def _run(ctx: TrainContext) -> TrainResult:
     log_trainable(ctx, trainer)
     output = train(trainer, ctx, callback)
 
-    if callback.stop_reason is not None:
-        return TrainResult(outcome=callback.outcome(),
-                           last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    if (stopped := stopped_result(ctx, callback)) is not None:
+        return stopped
 
-    if eval_ds is not None and callback.eval_step != trainer.state.global_step:
-        trainer.evaluate()
-        record_final_eval(ctx, callback, trainer)
+    final_eval(ctx, callback, trainer)
     # every rank calls these: a sharded model (FSDP, ZeRO-3) generates on all ranks together; rank 0 gets the text
     if peft_config is not None:
         before = sample_trained(ctx, trainer, tokenizer, prompt_ids, adapter_disabled=True)
@@ -699,9 +691,5 @@ def _run(ctx: TrainContext) -> TrainResult:
     after = sample_trained(ctx, trainer, tokenizer, prompt_ids)
     if after is not None:
         ctx.reporter.log(f"generation after training: {tokenizer.decode(prompt_ids)!r} -> {after!r}")
-    _save_final_model(ctx, trainer, tokenizer)
-    if ctx.is_main_process:
-        shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)  # scratch: every checkpoint is committed by now
-    metrics = _final_metrics(ctx, trainer, output, callback, report, train_ds, eval_ds)
-    return TrainResult(outcome=Outcome.COMPLETE, metrics=metrics,
-                       last_checkpoint=callback.last_checkpoint or ctx.checkpoints.latest())
+    return complete(ctx, trainer, tokenizer, callback,
+                    _final_metrics(ctx, trainer, output, callback, report, train_ds, eval_ds))
