@@ -6,14 +6,7 @@ each test registers its own tiny preference dataset and uses its own job ids.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +21,9 @@ from felix_train.models import resolve_model
 from felix_train.reporting import Reporter
 from felix_train.spec import validate_spec
 from felix_train.trainers.context import ResolvedDataset, ResolvedModel, RunControl, TrainContext
+from lm_helpers import Preempted, register, rows, step_losses, when_logged
 
 TINY = "felix/tiny-llm"
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = ["Sure, happy to help.", "Of course, here you go.", "Yes, gladly."]
 BAD = ["No. Go away.", "Figure it out yourself.", "I will not."]
 
@@ -52,14 +45,6 @@ def preference_records(n: int, seed: int = 0, conversational: bool = True) -> li
         else:
             out.append({"prompt": f"Q: {prompt}\nA:", "chosen": f" {chosen}", "rejected": f" {rejected}"})
     return out
-
-
-def register(home: Path, tmp_path: Path, name: str, records: list[dict]) -> str:
-    path = tmp_path / f"{name}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    manifest = DatasetRegistry(home).add(name, path, overwrite=True)
-    assert manifest.state.value == "ready", manifest.errors
-    return name
 
 
 def spec(dataset: str, rl: dict | None = None, **engine) -> dict:
@@ -85,43 +70,9 @@ def make_ctx(home: Path, job_id: str, data: dict) -> TrainContext:
     )
 
 
-def rows(job: JobFolder) -> list[dict]:
-    return [json.loads(line) for line in job.metrics_path.read_text().splitlines()]
-
-
-def step_losses(job: JobFolder) -> dict[int, float]:
-    """step -> logged training loss (a step logged twice keeps its last value)."""
-    return {r["step"]: r["loss"] for r in rows(job) if "loss" in r}
-
-
-def when_logged(job: JobFolder, action, timeout: float = 120.0) -> threading.Thread:
-    """Call `action()` as soon as the job has logged its first training step."""
-
-    def loop():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if job.metrics_path.exists() and '"loss"' in job.metrics_path.read_text():
-                action()
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
-
-
 def assert_nothing_trained(job: JobFolder) -> None:
     assert not list_checkpoints(job) and not job.model_dir.exists()
     assert not job.metrics_path.exists() or '"loss"' not in job.metrics_path.read_text()
-
-
-@pytest.fixture(autouse=True)
-def _restore_signals():
-    """run_job installs SIGTERM/SIGINT handlers for its job; give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 # -- tests -----------------------------------------------------------------------------------------------------
@@ -310,23 +261,9 @@ def test_sigterm_then_resume_reproduces_the_uninterrupted_losses(model_store, tm
     assert run_job(data, job_id="dpo-uninterrupted", home=home) == 0
     reference = JobFolder("dpo-uninterrupted", home)
 
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(data), encoding="utf-8")
-    env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", "dpo-preempted"]
-    job = JobFolder("dpo-preempted", home)
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    when_logged(job, lambda: proc.send_signal(signal.SIGTERM), timeout=240)
-    _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 75, stderr.decode()[-3000:]
-    assert job.read_status()["status"] == "requested"
-    (interrupted,) = list_checkpoints(job)
-    total = max(step_losses(reference))
-    assert 1 <= interrupted.step < total
-
-    rerun = subprocess.run(cmd, check=False, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           timeout=240)
-    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    preempted = Preempted(home, tmp_path, data, "dpo-preempted", total_steps=max(step_losses(reference)))  # SIGTERM → 75, one checkpoint
+    job, interrupted = preempted.job, preempted.checkpoint
+    preempted.rerun()
     log = job.log_path.read_text()
     assert f"resuming training at step {interrupted.step}" in log
     assert log.count("generation before training:") == 1

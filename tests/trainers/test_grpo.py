@@ -11,24 +11,15 @@ the policy the adapter learns show in the completions, and so in the reward.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from felix_train import run_job
 from felix_train.checkpoints import list_checkpoints, verify_checkpoint
-from felix_train.data.registry import DatasetRegistry
 from felix_train.jobs import JobFolder
+from lm_helpers import Preempted, register, rows, when_logged
 
 TINY = "felix/tiny-llm"
-ROOT = Path(__file__).resolve().parents[2]
 ASKS = ["Say something.", "Tell me a fact.", "Write a word.", "Greet me.", "Name a colour.", "Describe the sky.",
         "What is two plus two?", "Give me a tip."]
 
@@ -45,14 +36,6 @@ def prompt_records(n: int = 8, conversational: bool = True) -> list[dict]:
     return out
 
 
-def register(home: Path, tmp_path: Path, name: str, records: list[dict]) -> str:
-    path = tmp_path / f"{name}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    manifest = DatasetRegistry(home).add(name, path, overwrite=True)
-    assert manifest.state.value == "ready", manifest.errors
-    return name
-
-
 def spec(dataset: str, rl: dict | None = None, **engine) -> dict:
     """4 prompts × 8 completions of ≤ 12 tokens per step; `contains` rewards completions holding the row's `word`."""
     rl_config = {"reward_type": [{"type": "contains", "column": "word"}], "num_generations": 8,
@@ -61,35 +44,6 @@ def spec(dataset: str, rl: dict | None = None, **engine) -> dict:
            "lora": {"r": 8, "dropout": 0.0}, **engine}
     return {"base_model": TINY, "datasets": [{"name": dataset}], "training_algorithm": "grpo",
             "rl_config": rl_config, "learning_rate": 5e-2, "num_epochs": 100, "engine": eng}
-
-
-def rows(job: JobFolder) -> list[dict]:
-    return [json.loads(line) for line in job.metrics_path.read_text().splitlines()]
-
-
-def when_logged(job: JobFolder, action, timeout: float = 120.0) -> threading.Thread:
-    """Call `action()` as soon as the job has logged its first training step."""
-
-    def loop():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if job.metrics_path.exists() and '"loss"' in job.metrics_path.read_text():
-                action()
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.fixture(autouse=True)
-def _restore_signals():
-    """run_job installs SIGTERM/SIGINT handlers for its job; give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 # -- tests -----------------------------------------------------------------------------------------------------
@@ -279,22 +233,9 @@ def test_sigterm_then_rerun_resumes_from_the_checkpoint_and_completes(model_stor
     name = register(home, tmp_path, "grpo-resume", prompt_records())
     data = spec(name, max_steps=12, batch_size=8, gradient_accumulation_steps=2)  # a generation every 2 micro-steps
 
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(data), encoding="utf-8")
-    env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", "grpo-preempted"]
-    job = JobFolder("grpo-preempted", home)
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    when_logged(job, lambda: proc.send_signal(signal.SIGTERM), timeout=240)
-    _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 75, stderr.decode()[-3000:]
-    assert job.read_status()["status"] == "requested"
-    (interrupted,) = list_checkpoints(job)
-    assert 1 <= interrupted.step < 12
-
-    rerun = subprocess.run(cmd, check=False, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           timeout=240)
-    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    preempted = Preempted(home, tmp_path, data, "grpo-preempted", total_steps=12)  # SIGTERM → 75, one checkpoint
+    job, interrupted = preempted.job, preempted.checkpoint
+    preempted.rerun()
     assert f"resuming training at step {interrupted.step}" in job.log_path.read_text()
     status = job.read_status()
     assert status["status"] == "complete" and status["attempts"] == 2

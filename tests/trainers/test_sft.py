@@ -6,14 +6,7 @@ each test registers its own tiny chat dataset and uses its own job ids.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +23,9 @@ from felix_train.reporting import Reporter
 from felix_train.spec import validate_spec
 from felix_train.trainers.context import ResolvedDataset, ResolvedModel, RunControl, TrainContext
 from felix_train.trainers.lm_common import setup_lora_model
+from lm_helpers import Preempted, register, step_losses, when_logged
 
 TINY = "felix/tiny-llm"
-ROOT = Path(__file__).resolve().parents[2]
 SIGN_OFF = "Have a nice day!"
 
 
@@ -52,17 +45,6 @@ def chat_records(n: int, seed: int = 0) -> list[dict]:
             messages.insert(0, {"role": "system", "content": "You are a concise assistant."})
         out.append({"messages": messages})
     return out
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def register(home: Path, tmp_path: Path, name: str, records: list[dict]) -> str:
-    manifest = DatasetRegistry(home).add(name, write_jsonl(tmp_path / f"{name}.jsonl", records), overwrite=True)
-    assert manifest.state.value == "ready", manifest.errors
-    return name
 
 
 def spec(dataset: str | list[str], **engine) -> dict:
@@ -87,41 +69,6 @@ def make_ctx(home: Path, job_id: str, data: dict) -> TrainContext:
                                       best_metric="eval_loss", greater_is_better=False),
         model=ResolvedModel(entry=entry, path=resolve_model(entry, home)), train_data=datasets, eval_data=None,
     )
-
-
-def step_losses(job: JobFolder) -> dict[int, float]:
-    """step -> logged training loss (a step logged twice keeps its last value)."""
-    out = {}
-    for line in job.metrics_path.read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row:
-            out[row["step"]] = row["loss"]
-    return out
-
-
-def when_logged(job: JobFolder, action, timeout: float = 120.0) -> threading.Thread:
-    """Call `action()` as soon as the job has logged its first training step."""
-
-    def loop():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if job.metrics_path.exists() and '"loss"' in job.metrics_path.read_text():
-                action()
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.fixture(autouse=True)
-def _restore_signals():
-    """run_job installs SIGTERM/SIGINT handlers for its job; give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 # -- tests -----------------------------------------------------------------------------------------------------
@@ -405,22 +352,9 @@ def test_sigterm_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(mod
     assert run_job(data, job_id="sft-uninterrupted", home=home) == 0
     reference = JobFolder("sft-uninterrupted", home)
 
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(data), encoding="utf-8")
-    env = {**os.environ, "FELIX_HOME": str(home), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", "sft-preempted"]
-    job = JobFolder("sft-preempted", home)
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    when_logged(job, lambda: proc.send_signal(signal.SIGTERM), timeout=240)
-    _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 75, stderr.decode()[-3000:]
-    assert job.read_status()["status"] == "requested"
-    (interrupted,) = list_checkpoints(job)
-    total = max(step_losses(reference))
-    assert 1 <= interrupted.step < total
-
-    rerun = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=240)
-    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    preempted = Preempted(home, tmp_path, data, "sft-preempted", total_steps=max(step_losses(reference)))  # SIGTERM → 75, one checkpoint
+    job, interrupted = preempted.job, preempted.checkpoint
+    preempted.rerun()
     assert f"resuming training at step {interrupted.step}" in job.log_path.read_text()
 
     assert step_losses(job) == step_losses(reference)  # every step, exactly
