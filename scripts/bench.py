@@ -232,6 +232,26 @@ def ratios(felix: dict, base: dict, higher_better: list[str], lower_better: list
 
 # -- SFT ----------------------------------------------------------------------------------------------------------
 
+def run_sides(name: str, spec: Path, baseline_args: list[str], work: Path, env: dict, felix_env: dict, repeats: int,
+              *, rate: tuple[str, str], pad_id: int | None = None, per_step: int | None = None) -> dict[str, list[dict]]:
+    """felix (`python -m felix_train SPEC`) and the baseline script, alternating, each run probed in its own process."""
+    runs: dict[str, list[dict]] = {"felix": [], "baseline": []}
+    for rep, side in alternating(repeats):
+        tag = f"{name}-{side}-{rep}"
+        out = work / f"{tag}.probe.json"
+        if side == "felix":
+            cmd = ["-m", "felix_train", str(spec), "--job-id", f"bench-{tag}-{os.getpid()}"]
+        else:
+            cmd = [*baseline_args, "--output-dir", str(work / tag)]
+        run = run_child(probed(cmd, out, pad_id), {**env, **felix_env} if side == "felix" else env,
+                        work / f"{tag}.log")
+        run.update(training_figures(out, run, per_step=per_step), side=side, repeat=rep)
+        runs[side].append(run)
+        say(f"{name} {side} #{rep}: exit {run['exit_code']}, {run.get(rate[0])} {rate[1]}, first step "
+            f"{run.get('first_step_s')} s, {run['wall_s']} s wall, load {run['load_before']}->{run['load_after']}")
+    return runs
+
+
 def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: int, felix_env: dict) -> dict:
     if not DOLLY.exists():
         return {"skipped": f"the chat data {DOLLY} is not there (it lives beside the repo as ../shared/data)"}
@@ -257,20 +277,8 @@ def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: 
                      "--lora-r", str(SFT["lora_r"]), "--lora-alpha", str(SFT["lora_alpha"]),
                      "--lora-dropout", str(SFT["lora_dropout"]), "--warmup", str(SFT["warmup"]),
                      "--weight-decay", str(SFT["weight_decay"]), "--seed", str(SFT["seed"])]
-    runs: dict[str, list[dict]] = {"felix": [], "baseline": []}
-    for rep, side in alternating(args.repeats):
-        tag = f"sft-{side}-{rep}"
-        out = work / f"{tag}.probe.json"
-        if side == "felix":
-            cmd = ["-m", "felix_train", str(spec), "--job-id", f"bench-{tag}-{os.getpid()}"]
-        else:
-            cmd = [*baseline_args, "--output-dir", str(work / tag)]
-        run = run_child(probed(cmd, out, pad_id), {**env, **felix_env} if side == "felix" else env,
-                        work / f"{tag}.log")
-        run.update(training_figures(out, run), side=side, repeat=rep)
-        runs[side].append(run)
-        say(f"sft {side} #{rep}: exit {run['exit_code']}, {run.get('tokens_per_s')} tok/s, first step "
-            f"{run.get('first_step_s')} s, {run['wall_s']} s wall, load {run['load_before']}->{run['load_after']}")
+    runs = run_sides("sft", spec, baseline_args, work, env, felix_env, args.repeats, pad_id=pad_id,
+                     rate=("tokens_per_s", "tok/s"))
     keys = ["tokens_per_s", "tokens_per_cpu_s", "first_step_s", "first_step_cpu_s", "peak_rss_mb", "cpu_s", "wall_s",
             "train_s", "tokens_total"]
     result: dict = {"records": len(lines), "hyperparameters": SFT, "runs": runs}
@@ -303,19 +311,8 @@ def bench_gliner(home: Path, work: Path, env: dict, args, model_id: str, model_p
                      "--lora-r", str(GLINER["lora_r"]), "--lora-alpha", str(GLINER["lora_alpha"]),
                      "--lora-dropout", str(GLINER["lora_dropout"]), "--warmup", str(GLINER["warmup"]),
                      "--weight-decay", str(GLINER["weight_decay"]), "--seed", str(GLINER["seed"])]
-    runs: dict[str, list[dict]] = {"felix": [], "baseline": []}
-    for rep, side in alternating(args.repeats):
-        tag = f"{short}-{side}-{rep}"
-        out = work / f"{tag}.probe.json"
-        if side == "felix":
-            cmd = ["-m", "felix_train", str(spec), "--job-id", f"bench-{tag}-{os.getpid()}"]
-        else:
-            cmd = [*baseline_args, "--output-dir", str(work / tag)]
-        run = run_child(probed(cmd, out), {**env, **felix_env} if side == "felix" else env, work / f"{tag}.log")
-        run.update(training_figures(out, run, per_step=GLINER["batch_size"]), side=side, repeat=rep)
-        runs[side].append(run)
-        say(f"{short} {side} #{rep}: exit {run['exit_code']}, {run.get('samples_per_s')} samples/s, first step "
-            f"{run.get('first_step_s')} s, load {run['load_before']}->{run['load_after']}")
+    runs = run_sides(short, spec, baseline_args, work, env, felix_env, args.repeats, per_step=GLINER["batch_size"],
+                     rate=("samples_per_s", "samples/s"))
     keys = ["samples_per_s", "samples_per_cpu_s", "first_step_s", "first_step_cpu_s", "peak_rss_mb", "cpu_s", "wall_s"]
     result: dict = {"steps": steps, "hyperparameters": GLINER, "runs": runs}
     for side in runs:
