@@ -10,11 +10,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import uuid
 from datetime import datetime, timezone
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from felix_train.errors import JobNotFound
 
@@ -35,6 +39,73 @@ class JobStatus(str, Enum):
     @property
     def is_terminal(self) -> bool:
         return self in (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.DEPLOYED)
+
+
+class ExitCode(IntEnum):
+    """Exit codes of a run (DESIGN.md)."""
+
+    COMPLETE = 0
+    FAILED = 1
+    SPEC_INVALID = 2
+    DATASET_INVALID = 3
+    CANCELLED = 4
+    PREEMPTED = 75
+
+
+def status_after_exit(rc: int, *, file_status: str | None, stop_requested: bool = False,
+                      terminated: bool = False) -> JobStatus:
+    """The job's status once its run exited with `rc` (the one mapping, for the runner and the worker).
+
+    `file_status` is what the run left in status.json; `stop_requested` whether a stop was asked for
+    (a stop outranks a preemption); `terminated` whether the caller itself signalled the run (a worker
+    shutting down), so a SIGTERM/SIGKILL death counts as a preemption, not a failure.
+    """
+    if rc == ExitCode.COMPLETE:
+        return JobStatus.COMPLETE if file_status == JobStatus.COMPLETE.value else JobStatus.FAILED
+    if rc == ExitCode.CANCELLED:
+        return JobStatus.CANCELLED
+    if rc == ExitCode.PREEMPTED or (terminated and rc in (-signal.SIGTERM, -signal.SIGKILL)):
+        return JobStatus.CANCELLED if stop_requested else JobStatus.REQUESTED
+    return JobStatus.FAILED
+
+
+def new_job_id() -> str:
+    """The one job-id format: `job-` and 32 hex digits (matches `JOB_ID_PATTERN`)."""
+    return f"job-{uuid.uuid4().hex}"
+
+
+class Progress(BaseModel):
+    """Where a run is: `status.json`'s `progress`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = 0
+    eta_s: float | None = None
+
+
+class JobState(BaseModel):
+    """`status.json`, typed: the one object that writes a job's state (DESIGN.md, "The job folder").
+
+    The runner writes it through `JobFolder.update_state`; the worker and the store read it. Unknown
+    keys are kept (`extra="allow"`), so a newer writer's fields survive an older reader's update.
+    """
+
+    model_config = ConfigDict(extra="allow", use_enum_values=True)
+
+    id: str
+    name: str | None = None
+    status: JobStatus = JobStatus.REQUESTED
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: Progress | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 def felix_home(home: str | os.PathLike | None = None) -> Path:
@@ -74,6 +145,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename folder `src` to `dest`, replacing any previous `dest` (moved aside first, then removed).
+
+    The one directory swap (final model, caches, exports): a reader sees the old folder or the new
+    one, never a half-written one.
+    """
+    src, dest = Path(src), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old.{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -170,6 +257,24 @@ class JobFolder:
 
     def write_status(self, status: dict) -> None:
         atomic_write_json(self.status_path, status)
+
+    def read_state(self) -> JobState | None:
+        """status.json as a `JobState`, or None when there is none yet."""
+        data = read_json(self.status_path)
+        return None if not data else JobState.model_validate(data)
+
+    def write_state(self, state: JobState) -> None:
+        atomic_write_json(self.status_path, state.to_json())
+
+    def update_state(self, **fields: Any) -> JobState:
+        """Read status.json, set `fields`, write it back atomically; returns the new state."""
+        state = self.read_state() or JobState(id=self.id)
+        data = state.to_json()
+        for key, value in fields.items():
+            data[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        state = JobState.model_validate(data)
+        self.write_state(state)
+        return state
 
     def read_spec(self) -> dict | None:
         return read_json(self.spec_path)

@@ -27,25 +27,15 @@ import time
 import traceback
 import uuid
 from contextlib import contextmanager
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from felix_train.catalog import Algorithm, ModelFamily, is_checkpoint_uuid
 from felix_train.checkpoints import CheckpointManager, find_checkpoint
 from felix_train.errors import DatasetError, FelixError, SpecError
-from felix_train.jobs import JobFolder, JobStatus, atomic_write_json, felix_home, read_json, utcnow
+from felix_train.jobs import ExitCode, JobFolder, JobStatus, atomic_write_json, felix_home, read_json, utcnow
 from felix_train.reporting import Reporter
 from felix_train.spec import JobSpec, ReportTo, load_spec_file, spec_from_json, validate_spec
-
-
-class ExitCode(IntEnum):
-    COMPLETE = 0
-    FAILED = 1
-    SPEC_INVALID = 2
-    DATASET_INVALID = 3
-    CANCELLED = 4
-    PREEMPTED = 75
 
 
 # Which metric picks the best checkpoint, per (family, algorithm): (name, greater_is_better).
