@@ -7,7 +7,7 @@ The checks mirror gliner2 2.1.0: `training/data.py` (InputExample.from_dict / va
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 from felix_train.data.formats.core import ErrorType, _check_string, _kind, _Problems, _require, _short
 
@@ -139,39 +139,54 @@ def _check_classifications(p: _Problems, items: Any) -> None:
                         p.add(ErrorType.INVALID_LABEL, f"{path}.label_descriptions names {_short(key)}, not in `labels`")
 
 
+def _named_field_objects(
+    p: _Problems, items: list, list_path: str, what: str, item_hint: str, fields_hint: str
+) -> Iterator[tuple[str, str, dict]]:
+    """`(path, name, fields)` of each `{name: {field: value}}` entry of a relations / json_structures list.
+
+    Reports a non-object entry, an empty name, and fields that are not a non-empty object (those are skipped).
+    """
+    for i, item in enumerate(items):
+        path = f"{list_path}[{i}]"
+        if not isinstance(item, dict) or not item:
+            p.wrong_type(path, item, item_hint)
+            continue
+        for name, fields in item.items():
+            where = f"{path}.{name}"
+            if not name.strip():
+                p.add(ErrorType.EMPTY_VALUE, f"`{path}` has an empty {what} name")
+            if not isinstance(fields, dict):
+                p.wrong_type(where, fields, fields_hint)
+                continue
+            if not fields:
+                p.add(ErrorType.EMPTY_VALUE, f"`{where}` has no fields")
+                continue
+            yield where, name, fields
+
+
 def _check_relations(p: _Problems, items: Any, text: str, lowered: str) -> None:
     if not isinstance(items, list):
         p.wrong_type("output.relations", items, 'a list of {relation: {"head": ..., "tail": ...}} objects')
         return
     field_sets: dict[str, tuple[str, ...]] = {}
-    for i, item in enumerate(items):
-        path = f"output.relations[{i}]"
-        if not isinstance(item, dict) or not item:
-            p.wrong_type(path, item, 'a non-empty object {relation: {"head": ..., "tail": ...}}')
-            continue
-        for name, fields in item.items():
-            where = f"{path}.{name}"
-            if not name.strip():
-                p.add(ErrorType.EMPTY_VALUE, f"`{path}` has an empty relation name")
-            if not isinstance(fields, dict):
-                p.wrong_type(where, fields, 'an object of fields, e.g. {"head": "...", "tail": "..."}')
-                continue
-            if not fields:
-                p.add(ErrorType.EMPTY_VALUE, f"`{where}` has no fields")
-                continue
-            for fname, value in fields.items():
-                values = value if isinstance(value, list) else [value]
-                for j, v in enumerate(values):
-                    fpath = f"{where}.{fname}" + (f"[{j}]" if isinstance(value, list) else "")
-                    _check_surface(p, v, text, lowered, fpath, allow_absent=True)
-            names = tuple(sorted(fields))
-            if name in field_sets and field_sets[name] != names:
-                p.add(
-                    ErrorType.INCONSISTENT_RELATION,
-                    f"relation {_short(name)} has fields {list(field_sets[name])} and {list(names)}; "
-                    "one relation keeps one set of fields",
-                )
-            field_sets.setdefault(name, names)
+    for where, name, fields in _named_field_objects(
+        p, items, "output.relations", "relation",
+        'a non-empty object {relation: {"head": ..., "tail": ...}}',
+        'an object of fields, e.g. {"head": "...", "tail": "..."}',
+    ):
+        for fname, value in fields.items():
+            values = value if isinstance(value, list) else [value]
+            for j, v in enumerate(values):
+                fpath = f"{where}.{fname}" + (f"[{j}]" if isinstance(value, list) else "")
+                _check_surface(p, v, text, lowered, fpath, allow_absent=True)
+        names = tuple(sorted(fields))
+        if name in field_sets and field_sets[name] != names:
+            p.add(
+                ErrorType.INCONSISTENT_RELATION,
+                f"relation {_short(name)} has fields {list(field_sets[name])} and {list(names)}; "
+                "one relation keeps one set of fields",
+            )
+        field_sets.setdefault(name, names)
 
 
 def _check_structures(p: _Problems, items: Any, text: str, lowered: str) -> dict[str, list[set[str]]]:
@@ -180,43 +195,32 @@ def _check_structures(p: _Problems, items: Any, text: str, lowered: str) -> dict
     if not isinstance(items, list):
         p.wrong_type("output.json_structures", items, "a list of {structure: {field: value}} objects")
         return seen
-    for i, item in enumerate(items):
-        path = f"output.json_structures[{i}]"
-        if not isinstance(item, dict) or not item:
-            p.wrong_type(path, item, "a non-empty object {structure: {field: value}}")
-            continue
-        for name, fields in item.items():
-            where = f"{path}.{name}"
-            if not name.strip():
-                p.add(ErrorType.EMPTY_VALUE, f"`{path}` has an empty structure name")
-            if not isinstance(fields, dict):
-                p.wrong_type(where, fields, "an object of fields")
-                continue
-            if not fields:
-                p.add(ErrorType.EMPTY_VALUE, f"`{where}` has no fields")
-                continue
-            seen.setdefault(name, []).append(set(fields))
-            for fname, value in fields.items():
-                fpath = f"{where}.{fname}"
-                if isinstance(value, dict) and "value" in value and "choices" in value:
-                    choices = value["choices"]
-                    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices) or not choices:
-                        p.wrong_type(f"{fpath}.choices", choices, "a non-empty list of strings")
-                    elif value["value"] not in choices:
-                        p.add(
-                            ErrorType.INVALID_LABEL,
-                            f"{fpath}.value {_short(value['value'])} is not in `choices` ({', '.join(choices)})",
-                        )
-                elif isinstance(value, list):
-                    for j, v in enumerate(value):
-                        if v is not None and not isinstance(v, (str, dict)):
-                            p.wrong_type(f"{fpath}[{j}]", v, "a string or a {text, start, end} span")
-                        else:
-                            _check_surface(p, v, text, lowered, f"{fpath}[{j}]", allow_absent=True)
-                elif value is None or isinstance(value, (str, dict)):
-                    _check_surface(p, value, text, lowered, fpath, allow_absent=True)
-                else:
-                    p.wrong_type(fpath, value, "a string, a span, a list of them, or {value, choices}")
+    for where, name, fields in _named_field_objects(
+        p, items, "output.json_structures", "structure",
+        "a non-empty object {structure: {field: value}}", "an object of fields",
+    ):
+        seen.setdefault(name, []).append(set(fields))
+        for fname, value in fields.items():
+            fpath = f"{where}.{fname}"
+            if isinstance(value, dict) and "value" in value and "choices" in value:
+                choices = value["choices"]
+                if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices) or not choices:
+                    p.wrong_type(f"{fpath}.choices", choices, "a non-empty list of strings")
+                elif value["value"] not in choices:
+                    p.add(
+                        ErrorType.INVALID_LABEL,
+                        f"{fpath}.value {_short(value['value'])} is not in `choices` ({', '.join(choices)})",
+                    )
+            elif isinstance(value, list):
+                for j, v in enumerate(value):
+                    if v is not None and not isinstance(v, (str, dict)):
+                        p.wrong_type(f"{fpath}[{j}]", v, "a string or a {text, start, end} span")
+                    else:
+                        _check_surface(p, v, text, lowered, f"{fpath}[{j}]", allow_absent=True)
+            elif value is None or isinstance(value, (str, dict)):
+                _check_surface(p, value, text, lowered, fpath, allow_absent=True)
+            else:
+                p.wrong_type(fpath, value, "a string, a span, a list of them, or {value, choices}")
     return seen
 
 
