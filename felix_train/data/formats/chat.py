@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from felix_train.data.formats.core import ErrorType, _check_string, _kind, _Problems, _require, _short
+from felix_train.data.formats.core import ErrorType, _check_string, _kind, _Problems, _require_all, _short
 
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -85,9 +85,7 @@ def _check_text_record(obj: dict, p: _Problems) -> None:
 
 
 def _check_prompt_completion_record(obj: dict, p: _Problems) -> None:
-    has_prompt = _require(p, obj, "prompt")
-    has_completion = _require(p, obj, "completion")
-    if not (has_prompt and has_completion):
+    if not _require_all(p, obj, "prompt", "completion"):
         return
     prompt, completion = obj["prompt"], obj["completion"]
     if isinstance(prompt, str) and isinstance(completion, str):

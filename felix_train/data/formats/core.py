@@ -182,6 +182,11 @@ def _require(p: _Problems, obj: dict, key: str, why: str = "") -> bool:
     return False
 
 
+def _require_all(p: _Problems, obj: dict, *keys: str) -> bool:
+    """True when `obj` has every key; reports each missing one (not only the first)."""
+    return all([_require(p, obj, key) for key in keys])
+
+
 def _check_string(p: _Problems, value: Any, path: str, *, allow_empty: bool = False) -> bool:
     if not isinstance(value, str):
         p.wrong_type(path, value, "a string")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from felix_train.data.formats.chat import _check_messages
-from felix_train.data.formats.core import ErrorType, _check_string, _kind, _Problems, _require
+from felix_train.data.formats.core import ErrorType, _check_string, _kind, _Problems, _require_all
 
 
 def _check_preference_record(obj: dict, p: _Problems) -> None:
-    has_chosen = _require(p, obj, "chosen")
-    has_rejected = _require(p, obj, "rejected")
-    if not (has_chosen and has_rejected):
+    if not _require_all(p, obj, "chosen", "rejected"):
         return
     chosen, rejected = obj["chosen"], obj["rejected"]
     keys = ["prompt", "chosen", "rejected"] if "prompt" in obj else ["chosen", "rejected"]
