@@ -3,7 +3,11 @@
 `iter_jsonl(path)` yields `(line_number, record)` for every non-blank line (1-based, a UTF-8 BOM
 on the first line ignored). A line that is not JSON raises `JSONLError` naming the file, the line
 and the column; the caller turns it into its own error (a `DatasetError`, a 422 item, a CLI
-message) with `raise ... from err`. Pure Python: no torch.
+message) with `raise ... from err`.
+
+`iter_jsonl_lines(path)` is the same reader for a caller that reports every bad line at once (the
+dataset validator): a bad line yields its `JSONLError` in place of the record, and reading goes on.
+`JSONLError.kind` says what is wrong (`invalid_utf8` or `invalid_json`). Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -14,35 +18,60 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+
 
 class JSONLError(ValueError):
-    """A line of a JSONL file that is not valid JSON (or not UTF-8)."""
+    """A line of a JSONL file that is not valid JSON (`kind` "invalid_json") or not UTF-8 ("invalid_utf8")."""
 
-    def __init__(self, path: str | os.PathLike, line: int, message: str):
+    def __init__(self, path: str | os.PathLike, line: int, message: str, kind: str = INVALID_JSON):
         self.path = Path(path)
         self.line = line
         self.message = message
+        self.kind = kind
         super().__init__(f"{self.path.name} line {line}: {message}")
+
+
+def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """`(line_number, record or JSONLError)` for each non-blank line of `path`; never stops at a bad line.
+
+    A line that is not UTF-8 or not JSON yields a `JSONLError` (with the decode error as its
+    `__cause__`) instead of a record; the next lines are read as usual. The byte number of a
+    `not UTF-8` message counts from the start of the line as stored (a first-line BOM included).
+    """
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            error: JSONLError | None = None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                error = JSONLError(path, lineno, f"not UTF-8 (byte {err.start}); save the file as UTF-8", INVALID_UTF8)
+                error.__cause__ = err
+            if error is not None:
+                yield lineno, error
+                continue
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                error = JSONLError(path, lineno, f"invalid JSON at column {err.colno}: {err.msg}")
+                error.__cause__ = err
+            except RecursionError as err:
+                error = JSONLError(path, lineno, "JSON nested too deeply")
+                error.__cause__ = err
+            yield lineno, (record if error is None else error)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """`(line_number, record)` for each non-blank line of `path`; `JSONLError` on the first bad line."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise JSONLError(path, lineno, f"not UTF-8 (byte {err.start}); save the file as UTF-8") from err
-            if not text.strip():
-                continue
-            try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as err:
-                raise JSONLError(path, lineno, f"invalid JSON at column {err.colno}: {err.msg}") from err
-            except RecursionError as err:
-                raise JSONLError(path, lineno, "JSON nested too deeply") from err
+    for lineno, value in iter_jsonl_lines(path):
+        if isinstance(value, JSONLError):
+            raise value
+        yield lineno, value
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import felix_train.rewards as rewards_pkg
 from felix_train.rewards import (
     REWARDS,
+    RewardDef,
     RewardParseError,
     RewardSpec,
     build_reward_funcs,
@@ -423,3 +425,37 @@ def test_registry_is_documented():
 def test_import_stays_light():
     code = "import sys, felix_train.rewards; assert 'torch' not in sys.modules; assert 'jsonschema' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_rewards_live_one_family_a_module_and_are_reexported():
+    from felix_train.rewards import (
+        accuracy_rewards,
+        custom_rewards,
+        format_rewards,
+        length_rewards,
+        ner_rewards,
+        text,
+    )
+
+    families = {
+        accuracy_rewards: ["exact_match", "numeric_match", "extract_final_number", "ExactMatchParams", "NumericMatchParams"],
+        format_rewards: ["regex_match", "contains", "json_valid", "json_schema", "RegexMatchParams", "ContainsParams",
+                 "JsonValidParams", "JsonSchemaParams"],
+        ner_rewards: ["entity_f1", "parse_entities", "EntityF1Params"],
+        length_rewards: ["length_penalty", "LengthPenaltyParams"],
+        custom_rewards: ["custom", "CustomParams"],
+        text: ["completion_text"],
+    }
+    for module, names in families.items():
+        for name in names:
+            assert getattr(rewards_pkg, name) is getattr(module, name), f"felix_train.rewards.{name}"
+    for name, defn in REWARDS.items():
+        assert defn.params_model.__module__.startswith("felix_train.rewards."), name
+
+
+def test_a_batch_reward_built_per_completion_is_a_clear_error():
+    """Was an `assert` (skipped under `python -O`): a reward without a per-completion `score` raises ValueError."""
+    batchy = RewardDef("batchy", lambda **kw: [], rewards_pkg.JsonValidParams, lambda p: (), "scores a batch")
+    with pytest.raises(ValueError, match=r"reward `batchy` has no per-completion `score`.*give its `RewardDef` a "
+                                         r"`score`, or build it as a batch reward"):
+        rewards_pkg._per_completion_func(batchy, rewards_pkg.JsonValidParams(), "batchy")

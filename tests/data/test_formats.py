@@ -18,6 +18,7 @@ from felix_train.data.formats import (
     validate_file,
 )
 from felix_train.errors import DatasetError
+from felix_train.jsonl import JSONLError, iter_jsonl, iter_jsonl_lines
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -343,6 +344,46 @@ def test_bom_is_ignored(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_TEXT).encode() + b"\n")
     assert validate_file(path).ok
+
+
+
+# -- the one JSONL reader (felix_train.jsonl) the validator reads lines with -------------------------------------
+
+def test_iter_jsonl_lines_yields_each_bad_line_and_goes_on(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD_TEXT, b"\xff", "", "{oops", [1], {"text": "b"}])
+    got = list(iter_jsonl_lines(path))
+    assert [n for n, _ in got] == [1, 2, 4, 5, 6]
+    assert got[0][1] == GOOD_TEXT and got[3][1] == [1] and got[4][1] == {"text": "b"}
+    utf8, bad_json = got[1][1], got[2][1]
+    assert isinstance(utf8, JSONLError) and utf8.kind == "invalid_utf8" and utf8.line == 2
+    assert utf8.message == "not UTF-8 (byte 0); save the file as UTF-8"
+    assert isinstance(bad_json, JSONLError) and bad_json.kind == "invalid_json" and bad_json.line == 4
+    assert bad_json.message.startswith("invalid JSON at column 2: ")
+    with pytest.raises(JSONLError, match="line 2: not UTF-8") as err:  # iter_jsonl stops at the first bad line
+        list(iter_jsonl(path))
+    assert isinstance(err.value.__cause__, UnicodeDecodeError)
+
+
+def test_validate_reports_reader_errors_with_their_line_and_type(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD_TEXT, b"\xff\xfe", "{bad", "[1]", "[" * 100_000])
+    report = validate_file(path)
+    assert [(e.line, e.type) for e in report.errors] == [
+        (2, "invalid_utf8"), (3, "invalid_json"), (4, "not_an_object"), (5, "invalid_json"),
+    ]
+    assert report.errors[0].msg == "line 2: not UTF-8 (byte 0); save the file as UTF-8"
+    assert report.errors[1].msg == "line 3: invalid JSON at column 2: Expecting property name enclosed in double quotes"
+    assert report.errors[2].msg == "line 4: a record must be a JSON object, got list"
+    assert report.errors[3].msg == "line 5: JSON nested too deeply"
+    assert report.num_records == 5 and report.format is F.TEXT
+
+
+def test_iter_records_maps_reader_errors_to_dataset_error(tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD_TEXT, b"\xff"])
+    with pytest.raises(DatasetError, match=r"line 2: not UTF-8 \(byte 0\)") as err:
+        list(iter_records(bad))
+    assert isinstance(err.value.__cause__, JSONLError)
+    with pytest.raises(DatasetError, match="line 1: a record must be a JSON object, got list"):
+        list(iter_records(write_jsonl(tmp_path / "list.jsonl", [[1]])))
 
 
 # -- the real datasets in shared/data ---------------------------------------------------------------------------
