@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from felix_train.catalog import catalog_ids
 from felix_train.jobs import JobFolder, JobStatus, atomic_write_json
-from felix_train.service.api import Settings, create_app, make_download_token, registry_name
+from felix_train.service.api import Settings, create_app, make_download_token
 from felix_train.service.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_dataset_upload_is_validated_in_the_background(client, alice, app):
     assert r.status_code == 202 and r.json()["state"] == "processing" and r.json()["name"] == "ner"
     got = client.get("/felix/datasets/ner", headers=alice).json()  # the background task ran after the answer
     assert got["state"] == "ready" and got["format"] == "gliner2" and got["num_records"] == 3
-    assert app.state.registry.get(registry_name(1, "ner")).state.value == "ready"
+    assert app.state.registry.for_owner(1).get("ner").state.value == "ready"
 
     bad = GOOD_JSONL + b'{"input": "no output"}\nnot json\n'
     assert upload(client, alice, name="broken", content=bad).status_code == 202
@@ -202,7 +202,7 @@ def test_processing_datasets_are_validated_again_at_startup(felix_home):
     user, _ = store.create_user(name="carol")
     src = felix_home / "up.jsonl"
     src.write_bytes(GOOD_JSONL)
-    manifest = app.state.registry.register_processing(registry_name(user.id, "late"), src)
+    manifest = app.state.registry.for_owner(user.id).register_processing("late", src)
     store.create_dataset(owner_id=user.id, name="late", state="processing", manifest=manifest.model_dump(mode="json"))
     with TestClient(create_app(settings)):  # a restarted API process
         deadline = time.monotonic() + 10
@@ -224,7 +224,8 @@ def test_create_job(client, alice, store):
     assert conf["datasets"] == [{"name": "ner"}] and conf["num_epochs"] == 3 and conf["training_type"] == "lora"
     assert conf["learning_rate"] == 2e-3 and job["name"].startswith("tiny-gliner2-sft-")
     stored = store.get_job(job_id=job["id"]).spec
-    assert stored["datasets"] == [{"name": "u1--ner"}] and stored["engine"]["job_id"] == job["id"]
+    assert stored["datasets"] == [{"name": "ner"}] and stored["engine"]["dataset_owner"] == 1
+    assert stored["engine"]["job_id"] == job["id"]
     assert client.get(f"/felix/training-jobs/{job['id']}", headers=alice).json() == job
 
 
