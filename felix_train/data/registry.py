@@ -177,7 +177,7 @@ class DatasetRegistry:
         atomic_write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
 
     def exists(self, name: str) -> bool:
-        """Registered in this scope (a built-in not yet registered does not count; nor does one for a user)."""
+        """Registered in this scope: a user's own datasets only; a built-in once registered (shared registry)."""
         return self._registered_dir(name) is not None
 
     def get(self, name: str) -> DatasetManifest:
