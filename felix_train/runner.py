@@ -277,7 +277,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             model_path = resolve_model(entry, home)
         model = ResolvedModel(entry=entry, path=Path(model_path), init_checkpoint=init_path, init_manifest=init_manifest)
 
-        registry = DatasetRegistry(home)
+        registry = DatasetRegistry(home, owner=resolved.engine.dataset_owner)
 
         def resolve_ds(name: str) -> ResolvedDataset:
             m = registry.get(name)

@@ -92,6 +92,8 @@ class EngineSpec(_Strict):
 
     job_id: str | None = Field(None, pattern=JOB_ID_PATTERN, description="Job folder id; the same id resumes the job.")
     home: str | None = Field(None, description="Output root; default `$FELIX_HOME` (~/.felix).")
+    dataset_owner: int | None = Field(None, ge=0, description="Set by the service: the user whose datasets the names "
+                                      "refer to (theirs, then the built-ins); absent: the shared registry.")
     seed: int = Field(42, ge=0, description="Seed for data order, splits and initialisation.")
     batch_size: int | None = Field(None, ge=1, le=4096, description="Per-device batch size; default from the catalog.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
@@ -346,11 +348,12 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
     if check_datasets:
         from felix_train.data.registry import check_datasets as _check
 
+        owner = spec.engine.dataset_owner
         if entry is not None:
-            manifests, ds_errors = _check([d.name for d in spec.datasets], entry.family, algo, home=home)
+            manifests, ds_errors = _check([d.name for d in spec.datasets], entry.family, algo, home=home, owner=owner)
             errors.extend(ds_errors)
             if spec.engine.eval.dataset:
-                _, ev_errors = _check([spec.engine.eval.dataset], entry.family, algo, home=home)
+                _, ev_errors = _check([spec.engine.eval.dataset], entry.family, algo, home=home, owner=owner)
                 errors.extend(ErrorItem(("engine", "eval", "dataset"), e.msg, e.type) for e in ev_errors)
 
     batch_size = spec.engine.batch_size or (entry.default_batch_size if entry else 8)

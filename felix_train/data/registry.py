@@ -6,6 +6,18 @@ $FELIX_HOME/datasets/<name>/
   manifest.json    DatasetManifest: state processing|ready|failed, format, counts, sha256, errors; replaced atomically
 ```
 
+Datasets that belong to a user of the API live in that user's own namespace, under their own names:
+
+```
+$FELIX_HOME/datasets/_users/<owner>/<name>/      data.jsonl, manifest.json as above
+```
+
+`DatasetRegistry(home, owner=7)` (or `registry.for_owner(7)`) sees user 7's datasets and the built-ins (a
+user's own dataset of a built-in's name wins); the unscoped registry (`felix-train datasets`) sees the shared
+folder only. `_users` cannot be a dataset name, so the two never collide. A job spec names its owner in
+`engine.dataset_owner`, so the runner resolves the same datasets the API validated. Before per-user folders
+the API kept user 7's `ner` as the shared `u7--ner`; a scoped registry still reads such a folder.
+
 A dataset is registered in two halves, so that an API can answer an upload at once and validate later:
 `register_processing` copies the file and writes the `processing` manifest; `validate` reads it and writes
 `ready` or `failed` (with the bad lines). `add` does both. Invalid content is never an exception: the
@@ -47,6 +59,12 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 MANIFEST_MAX_ERRORS = 200
 """How many line errors a manifest keeps; `num_errors` counts them all."""
+
+USERS_DIR = "_users"
+"""`datasets/_users/<owner>/`: a user's own datasets (`_users` is not a valid dataset name: no collision)."""
+
+LEGACY_PREFIX = "u{owner}--"
+"""How the API named a user's dataset in the shared folder before per-user folders (still read)."""
 
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -91,12 +109,22 @@ def validate_dataset_name(name: Any) -> str:
 
 
 class DatasetRegistry:
-    """The datasets under `$FELIX_HOME/datasets` (or `home`/datasets), built-ins included."""
+    """The datasets under `$FELIX_HOME/datasets` (or `home`/datasets), built-ins included.
 
-    def __init__(self, home: str | os.PathLike | None = None, *, builtin_dir: str | os.PathLike | None = None):
+    With `owner`, the datasets of that user (`datasets/_users/<owner>/`) and the built-ins.
+    """
+
+    def __init__(self, home: str | os.PathLike | None = None, *, owner: int | None = None,
+                 builtin_dir: str | os.PathLike | None = None):
         self.home = felix_home(home)
-        self.root = self.home / "datasets"
+        self.owner = owner
+        self.shared_root = self.home / "datasets"
+        self.root = self.shared_root if owner is None else self.shared_root / USERS_DIR / str(int(owner))
         self._builtin_dir = Path(builtin_dir) if builtin_dir is not None else None
+
+    def for_owner(self, owner: int | None) -> DatasetRegistry:
+        """The same registry scoped to `owner`'s datasets (None: the shared one)."""
+        return DatasetRegistry(self.home, owner=owner, builtin_dir=self._builtin_dir)
 
     # -- paths -------------------------------------------------------------------------------------------------
     @property
@@ -104,10 +132,25 @@ class DatasetRegistry:
         return self._builtin_dir if self._builtin_dir is not None else BUILTIN_DIR
 
     def dataset_dir(self, name: str) -> Path:
-        return self.root / validate_dataset_name(name)
+        """Where dataset `name` lives: its folder in this registry (a user's legacy folder while it exists)."""
+        return self._registered_dir(name) or self.root / name
 
-    def _manifest_path(self, name: str) -> Path:
-        return self.dataset_dir(name) / MANIFEST_FILE
+    def _registered_dir(self, name: str) -> Path | None:
+        """The folder holding a registered `name` in this scope, or None."""
+        folder = self.root / validate_dataset_name(name)
+        if (folder / MANIFEST_FILE).is_file():
+            return folder
+        legacy = self._legacy_dir(name)
+        if legacy is not None and (legacy / MANIFEST_FILE).is_file():
+            return legacy
+        return None
+
+    def _legacy_dir(self, name: str) -> Path | None:
+        """The shared folder `u<owner>--<name>` in which the API kept a user's dataset before per-user folders."""
+        return None if self.owner is None else self.shared_root / f"{LEGACY_PREFIX.format(owner=self.owner)}{name}"
+
+    def _shared(self) -> DatasetRegistry:
+        return self if self.owner is None else self.for_owner(None)
 
     def _builtin_path(self, name: str) -> Path | None:
         path = self.builtin_dir / f"{name}.jsonl"
@@ -119,22 +162,23 @@ class DatasetRegistry:
         return sorted(p.stem for p in self.builtin_dir.glob("*.jsonl") if _NAME_RE.fullmatch(p.stem))
 
     # -- read --------------------------------------------------------------------------------------------------
-    def _read_manifest(self, name: str) -> DatasetManifest | None:
-        path = self._manifest_path(name)
+    def _read_manifest(self, name: str, folder: Path) -> DatasetManifest | None:
+        path = folder / MANIFEST_FILE
         raw = read_json(path)
         if raw is None:
             return None
         try:
-            return DatasetManifest.model_validate(raw)
+            manifest = DatasetManifest.model_validate(raw)
         except ValidationError as err:
             raise DatasetError(f"{path} is not a valid dataset manifest; delete the dataset and add it again") from err
+        return manifest if manifest.name == name else manifest.model_copy(update={"name": name})  # a legacy folder
 
-    def _write_manifest(self, manifest: DatasetManifest) -> None:
-        atomic_write_json(self._manifest_path(manifest.name), manifest.model_dump(mode="json"))
+    def _write_manifest(self, manifest: DatasetManifest, folder: Path) -> None:
+        atomic_write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
 
     def exists(self, name: str) -> bool:
-        """Registered (a built-in not yet registered does not count)."""
-        return self._manifest_path(name).is_file()
+        """Registered in this scope: a user's own datasets only; a built-in once registered (shared registry)."""
+        return self._registered_dir(name) is not None
 
     def get(self, name: str) -> DatasetManifest:
         """The manifest of `name`; a built-in not yet registered is registered (and validated) first.
@@ -142,14 +186,14 @@ class DatasetRegistry:
         Raises:
             DatasetError: the name is invalid or no such dataset exists.
         """
-        validate_dataset_name(name)
-        manifest = self._read_manifest(name)
+        folder = self._registered_dir(name)
+        manifest = self._read_manifest(name, folder) if folder is not None else None
         if manifest is not None:
             return manifest
         builtin = self._builtin_path(name)
-        if builtin is not None:
-            return self._register_builtin(name, builtin)
-        raise DatasetError(self._not_found_message(name))
+        if builtin is None:
+            raise DatasetError(self._not_found_message(name))
+        return self._shared().get(name) if self.owner is not None else self._register_builtin(name, builtin)
 
     def _not_found_message(self, name: str) -> str:
         known = sorted(set(self._registered_names()) | set(self.builtin_names()))
@@ -158,21 +202,29 @@ class DatasetRegistry:
         return f"no dataset named {name!r}; {hint}`felix-train datasets list` shows them"
 
     def _registered_names(self) -> builtins.list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if _NAME_RE.fullmatch(p.name) and (p / MANIFEST_FILE).is_file()
-        )
+        names = set()
+        if self.root.is_dir():
+            names.update(p.name for p in self.root.iterdir()
+                         if _NAME_RE.fullmatch(p.name) and (p / MANIFEST_FILE).is_file())
+        if self.owner is not None and self.shared_root.is_dir():
+            prefix = LEGACY_PREFIX.format(owner=self.owner)
+            names.update(p.name[len(prefix):] for p in self.shared_root.glob(f"{prefix}*")
+                         if _NAME_RE.fullmatch(p.name[len(prefix):]) and (p / MANIFEST_FILE).is_file())
+        return sorted(names)
 
     def list(self) -> builtins.list[DatasetManifest]:
         """Every dataset, built-ins included (registering those not yet registered), sorted by name."""
+        if self.owner is not None:
+            own = {m.name: m for m in (self.get(n) for n in self._registered_names())}
+            shared = {m.name: m for m in self._shared().list() if m.builtin}
+            return [m for _, m in sorted({**shared, **own}.items())]
         registered = set(self._registered_names())
         for name in self.builtin_names():
             if name not in registered:
                 self._register_builtin(name, self.builtin_dir / f"{name}.jsonl")
         out = []
         for name in self._registered_names():
-            manifest = self._read_manifest(name)
+            manifest = self._read_manifest(name, self.root / name)
             if manifest is not None:
                 out.append(manifest)
         return out
@@ -184,6 +236,8 @@ class DatasetRegistry:
             DatasetError: the name is invalid or no such dataset exists.
         """
         self.get(name)
+        if self.owner is not None and not self.exists(name):  # a built-in
+            return self._shared().data_path(name)
         return self.dataset_dir(name) / DATA_FILE
 
     # -- write -------------------------------------------------------------------------------------------------
@@ -247,7 +301,7 @@ class DatasetRegistry:
                 builtin=builtin,
             )
             # The manifest says `processing` before the new data takes the old one's place.
-            self._write_manifest(manifest)
+            self._write_manifest(manifest, folder)
             os.replace(tmp, folder / DATA_FILE)
         except BaseException:
             try:
@@ -263,10 +317,11 @@ class DatasetRegistry:
         Raises:
             DatasetError: the name is invalid or `name` is not registered.
         """
-        manifest = self._read_manifest(name)
+        folder = self._registered_dir(name)
+        manifest = self._read_manifest(name, folder) if folder is not None else None
         if manifest is None:
             raise DatasetError(self._not_found_message(name))
-        path = self.dataset_dir(name) / DATA_FILE
+        path = folder / DATA_FILE
         updates: dict[str, Any] = {"validated_at": utcnow()}
         try:
             report = validate_file(path, max_errors=MANIFEST_MAX_ERRORS)
@@ -291,7 +346,7 @@ class DatasetRegistry:
                     error=f"{report.num_errors} problem(s) in {manifest.source or DATA_FILE}: {first}{more}",
                 )
         manifest = manifest.model_copy(update=updates)
-        self._write_manifest(manifest)
+        self._write_manifest(manifest, folder)
         return manifest
 
     def delete(self, name: str) -> None:
@@ -321,15 +376,17 @@ def check_datasets(
     family: ModelFamily | str,
     algorithm: Algorithm | str,
     home: str | os.PathLike | None = None,
+    *,
+    owner: int | None = None,
 ) -> tuple[builtins.list[DatasetManifest], builtins.list[ErrorItem]]:
     """Check a job spec's datasets: each must exist, be `ready`, and be in a format `algorithm` accepts.
 
     Returns the manifests of the datasets found (in spec order) and every problem at once, each located at
     `("datasets", i, "name")` with type `dataset_not_found`, `dataset_not_ready` or `dataset_format_mismatch`.
     A (family, algorithm) pair with no entry in ALGORITHM_FORMATS is the spec validator's to reject: no format
-    check is made for it here.
+    check is made for it here. With `owner`, the names are that user's (their datasets, then the built-ins).
     """
-    registry = DatasetRegistry(home)
+    registry = DatasetRegistry(home, owner=owner)
     accepted = accepted_formats(family, algorithm)
     manifests: builtins.list[DatasetManifest] = []
     errors: builtins.list[ErrorItem] = []

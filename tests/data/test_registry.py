@@ -249,3 +249,61 @@ def test_validation_stays_light(tmp_path):
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+# -- per-user namespaces ------------------------------------------------------------------------------------------
+
+def test_a_users_datasets_live_in_their_own_namespace(tmp_path, builtin_dir, home, reg):
+    write_jsonl(builtin_dir / "tiny-ner.jsonl", NER)
+    alice, bob = reg.for_owner(1), DatasetRegistry(home, owner=2)
+    manifest = alice.add("ner", write_jsonl(tmp_path / "a.jsonl", NER))
+    assert manifest.name == "ner" and manifest.state is DatasetState.READY
+    assert alice.data_path("ner") == home / "datasets" / "_users" / "1" / "ner" / "data.jsonl"
+    bob.add("u1--ner", write_jsonl(tmp_path / "b.jsonl", MESSAGES))  # a name, not a namespace
+    assert bob.get("u1--ner").name == "u1--ner" and bob.get("u1--ner").format is DatasetFormat.MESSAGES
+
+    # each sees their own and the built-ins; nobody else's; the shared registry sees no user's
+    assert [m.name for m in alice.list()] == ["ner", "tiny-ner"]
+    assert [m.name for m in bob.list()] == ["tiny-ner", "u1--ner"]
+    for registry, name in ((bob, "ner"), (alice, "u1--ner"), (reg, "ner"), (reg, "u1--ner")):
+        with pytest.raises(DatasetError, match="no dataset named"):
+            registry.get(name)
+    assert [m.name for m in reg.list()] == ["tiny-ner"]
+    assert bob.data_path("tiny-ner") == home / "datasets" / "tiny-ner" / "data.jsonl"
+
+    # a user's dataset of a built-in's name wins for that user only
+    alice.add("tiny-ner", write_jsonl(tmp_path / "c.jsonl", MESSAGES))
+    assert alice.get("tiny-ner").format is DatasetFormat.MESSAGES and bob.get("tiny-ner").builtin
+    alice.delete("tiny-ner")
+    assert alice.get("tiny-ner").builtin
+
+    manifests, errors = check_datasets(["ner", "tiny-ner", "u1--ner"], "gliner2", "sft", home=home, owner=1)
+    assert [m.name for m in manifests] == ["ner", "tiny-ner"] and [e.type for e in errors] == ["dataset_not_found"]
+
+
+def test_a_legacy_shared_folder_is_read_as_the_users_own(tmp_path, home, reg):
+    """Before per-user folders the API kept user 3's `ner` as the shared `u3--ner`: it still resolves."""
+    reg.add("u3--ner", write_jsonl(tmp_path / "a.jsonl", NER))
+    user = reg.for_owner(3)
+    assert user.get("ner").name == "ner" and user.get("ner").state is DatasetState.READY
+    assert user.data_path("ner") == home / "datasets" / "u3--ner" / "data.jsonl"
+    assert [m.name for m in user.list()] == ["ner"] and reg.for_owner(31).list() == []
+    assert reg.get("u3--ner").name == "u3--ner"  # a job spec of that time still runs
+    user.delete("ner")
+    assert not (home / "datasets" / "u3--ner").exists()
+
+
+def test_validate_quickstart_never_imports_torch(felix_home):
+    """`felix-train validate configs/quickstart.yaml` checks its (built-in) dataset without loading torch."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; from felix_train.cli import main; "
+        "rc = main(['validate', 'configs/quickstart.yaml']); assert rc == 0, rc; "
+        "heavy = [m for m in ('torch', 'transformers', 'gliner2', 'trl') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr

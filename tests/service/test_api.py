@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from felix_train.catalog import catalog_ids
 from felix_train.jobs import JobFolder, JobStatus, atomic_write_json
-from felix_train.service.api import Settings, create_app, make_download_token, registry_name
+from felix_train.service.api import Settings, create_app, make_download_token
 from felix_train.service.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_dataset_upload_is_validated_in_the_background(client, alice, app):
     assert r.status_code == 202 and r.json()["state"] == "processing" and r.json()["name"] == "ner"
     got = client.get("/felix/datasets/ner", headers=alice).json()  # the background task ran after the answer
     assert got["state"] == "ready" and got["format"] == "gliner2" and got["num_records"] == 3
-    assert app.state.registry.get(registry_name(1, "ner")).state.value == "ready"
+    assert app.state.registry.for_owner(1).get("ner").state.value == "ready"
 
     bad = GOOD_JSONL + b'{"input": "no output"}\nnot json\n'
     assert upload(client, alice, name="broken", content=bad).status_code == 202
@@ -202,13 +202,52 @@ def test_processing_datasets_are_validated_again_at_startup(felix_home):
     user, _ = store.create_user(name="carol")
     src = felix_home / "up.jsonl"
     src.write_bytes(GOOD_JSONL)
-    manifest = app.state.registry.register_processing(registry_name(user.id, "late"), src)
+    manifest = app.state.registry.for_owner(user.id).register_processing("late", src)
     store.create_dataset(owner_id=user.id, name="late", state="processing", manifest=manifest.model_dump(mode="json"))
     with TestClient(create_app(settings)):  # a restarted API process
         deadline = time.monotonic() + 10
         while store.get_dataset(owner_id=user.id, name="late").state != "ready":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_dataset_names_are_the_users_own(client, alice, bob):
+    """A name that looks like another user's namespace is only a name: bob's `u1--ner` is answered as such."""
+    upload(client, alice)  # alice is user 1: her `ner`
+    assert upload(client, bob, name="u1--ner", content=GOOD_JSONL[:GOOD_JSONL.index(b"\n") + 1]).status_code == 202
+    listed = [d for d in client.get("/felix/datasets", headers=bob).json()["data"] if not d["builtin"]]
+    assert [(d["name"], d["num_records"]) for d in listed] == [("u1--ner", 1)]
+    assert client.get("/felix/datasets/u1--ner", headers=bob).json()["name"] == "u1--ner"
+    job = submit(client, bob, datasets=[{"name": "u1--ner"}], engine={"eval": {"dataset": "u1--ner"}})
+    for got in (job, client.get(f"/felix/training-jobs/{job['id']}", headers=bob).json(),
+                client.get("/felix/training-jobs", headers=bob).json()["data"][0]):
+        assert got["configuration"]["datasets"] == [{"name": "u1--ner"}]
+        assert got["configuration"]["engine"]["eval"]["dataset"] == "u1--ner"
+        assert "dataset_owner" not in got["configuration"]["engine"]
+    # alice has no `u1--ner`; bob's broken `u1--bad` is named as he named it in the error
+    d = _detail(client.post("/felix/training-jobs", headers=alice, json=spec(datasets=[{"name": "u1--ner"}])))
+    assert d[("body", "datasets", 0, "name")]["type"] == "dataset_not_found"
+    assert "'u1--ner'" in d[("body", "datasets", 0, "name")]["msg"]
+    upload(client, bob, name="u1--bad", content=b"not json\n")
+    d = _detail(client.post("/felix/training-jobs", headers=bob, json=spec(datasets=[{"name": "u1--bad"}])))
+    assert d[("body", "datasets", 0, "name")]["type"] == "dataset_not_ready"
+    assert "'u1--bad'" in d[("body", "datasets", 0, "name")]["msg"]
+    d = _detail(client.post("/felix/training-jobs", headers=bob, json=spec(engine={"dataset_owner": 1})))
+    assert d[("body", "engine", "dataset_owner")]["type"] == "service_managed"
+
+
+def test_settings_come_from_the_environment(tmp_path, monkeypatch):
+    for name, value in {"HOME": str(tmp_path / "h"), "DATABASE_URL": "sqlite://", "SECRET_KEY": "k",
+                        "PUBLIC_URL": "https://felix.example", "RATE_LIMIT_PER_MINUTE": "5"}.items():
+        monkeypatch.setenv(f"FELIX_{name}", value)
+    s = Settings.from_env(home=None, database_url=None, public_url=None)
+    assert (s.home, s.database_url, s.secret_key, s.public_url) == (tmp_path / "h", "sqlite://", "k",
+                                                                    "https://felix.example")
+    assert s.rate_limit_per_minute == 5 and s.download_ttl_s == 3600 and s.max_upload_bytes == 1 << 30
+    s = Settings.from_env(home="~/other", database_url="sqlite:///x.db")
+    assert s.home == Path("~/other").expanduser() and s.database_url == "sqlite:///x.db"
+    monkeypatch.setenv("FELIX_RATE_LIMIT_PER_MINUTE", "")
+    assert Settings().rate_limit_per_minute == 20
 
 
 # -- creating and listing jobs ---------------------------------------------------------------------------
@@ -224,7 +263,8 @@ def test_create_job(client, alice, store):
     assert conf["datasets"] == [{"name": "ner"}] and conf["num_epochs"] == 3 and conf["training_type"] == "lora"
     assert conf["learning_rate"] == 2e-3 and job["name"].startswith("tiny-gliner2-sft-")
     stored = store.get_job(job_id=job["id"]).spec
-    assert stored["datasets"] == [{"name": "u1--ner"}] and stored["engine"]["job_id"] == job["id"]
+    assert stored["datasets"] == [{"name": "ner"}] and stored["engine"]["dataset_owner"] == 1
+    assert stored["engine"]["job_id"] == job["id"]
     assert client.get(f"/felix/training-jobs/{job['id']}", headers=alice).json() == job
 
 
@@ -511,3 +551,11 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT), timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_importing_the_api_never_imports_torch():
+    code = ("import sys; import felix_train.service.api; from felix_train.service.api import create_app; "
+            "heavy = [m for m in ('torch', 'transformers', 'gliner2', 'trl') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60)
+    assert out.returncode == 0, out.stderr

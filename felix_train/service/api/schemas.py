@@ -1,0 +1,248 @@
+"""The API's pydantic schemas: what a request carries (`*Create`) and what an answer holds (`*Public`, and
+`*sPublic(data, count)` for lists), with the constructors that turn store rows and manifests into answers."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from felix_train.catalog import BaseModelEntry
+from felix_train.data.formats import LineError
+from felix_train.data.registry import DatasetManifest, DatasetState
+from felix_train.jobs import JobStatus
+from felix_train.service.store import Job
+from felix_train.spec import JobSpec
+
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""A user's dataset name: as the spec's, but at most 100 characters."""
+
+PROJECT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+
+
+# -- training jobs ---------------------------------------------------------------------------------------
+
+
+class TrainingJobCreate(JobSpec):
+    """Properties to receive on job creation: the job spec.
+
+    `engine.home`, `engine.job_id`, `engine.dataset_owner` and `engine.distributed.config` are set by the
+    service and refused here.
+    """
+
+
+class ProgressPublic(BaseModel):
+    step: int | None = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    eta_s: float | None = None
+
+
+class TrainingJobPublic(BaseModel):
+    """Properties to return about a job. `metrics` is present only when the job is `complete`."""
+
+    id: str
+    name: str
+    status: JobStatus
+    project_id: str | None = None
+    base_model: str
+    training_type: str
+    training_algorithm: str
+    configuration: dict[str, Any] = Field(description="The resolved spec (defaults filled in).")
+    progress: ProgressPublic | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = Field(None, description="Final metrics; present only when `complete`.")
+    stop_requested: bool = False
+    deploy_requested: bool = Field(False, description="A deployment was asked for: `complete` while it starts, "
+                                                      "then `deployed`; false again after undeploy or if it fails "
+                                                      "(the reason is in the logs).")
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @model_serializer(mode="wrap")
+    def _metrics_only_when_complete(self, handler):
+        data = handler(self)
+        if self.status != JobStatus.COMPLETE:
+            data.pop("metrics", None)
+        return data
+
+    @classmethod
+    def from_job(cls, job: Job) -> TrainingJobPublic:
+        spec = job.spec or {}
+        return cls(
+            id=job.id, name=job.name, status=job.status, project_id=job.project_id,
+            base_model=spec.get("base_model", ""), training_type=str(spec.get("training_type", "")),
+            training_algorithm=str(spec.get("training_algorithm", "")), configuration=public_spec(spec),
+            progress=ProgressPublic.model_validate(job.progress) if job.progress else None, error=job.error,
+            metrics=job.metrics, stop_requested=job.stop_requested, deploy_requested=bool(job.deploy_requested),
+            attempts=job.attempts, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+def public_spec(spec: dict) -> dict:
+    """The stored (engine) spec as its owner wrote it, resolved: the service's internals dropped."""
+    data = copy.deepcopy(spec)
+    data.pop("catalog_model", None)
+    engine = data.get("engine") or {}
+    engine.pop("home", None)
+    engine.pop("dataset_owner", None)
+    return data
+
+
+class TrainingJobsPublic(BaseModel):
+    data: list[TrainingJobPublic]
+    count: int = Field(description="Jobs matching the filters (all pages).")
+
+
+class CheckpointPublic(BaseModel):
+    """A saved checkpoint; its `uuid` is a valid `base_model` for a new job."""
+
+    uuid: str
+    step: int
+    epoch: float | None = None
+    created_at: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    base_model: str
+    training_type: str
+    training_algorithm: str
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+
+
+class FormatEnum(str, Enum):
+    ZIP = "zip"
+    TAR_GZ = "tar.gz"
+
+
+class DownloadPublic(BaseModel):
+    url: str = Field(description="GET it (no auth header needed) before `expires_at` for the archive of `model/`.")
+    expires_at: datetime
+    format: str
+
+
+class Message(BaseModel):
+    success: bool = True
+    message: str
+
+
+# -- trained models and predictions ----------------------------------------------------------------------
+
+
+class TrainedModelPublic(BaseModel):
+    """A successfully trained model: the `model/` of a `complete` (or `deployed`) job."""
+
+    id: str = Field(description="The job id.")
+    name: str
+    status: JobStatus = Field(description="`complete`, or `deployed` while it serves predictions.")
+    deploy_requested: bool = False
+    base_model: str
+    training_type: str
+    training_algorithm: str
+    project_id: str | None = None
+    metrics: dict[str, Any] | None = None
+    checkpoints: list[str] = Field(default_factory=list, description="Checkpoint UUIDs, oldest first.")
+    created_at: datetime
+    finished_at: datetime | None = None
+    download: str = Field(description="Path of the endpoint that hands out a download URL.")
+    predict: str = Field(description="Path of the predict endpoint (answers once `deployed`).")
+
+    @classmethod
+    def from_job(cls, job: Job, checkpoints: list[str]) -> TrainedModelPublic:
+        spec = job.spec or {}
+        return cls(
+            id=job.id, name=job.name, status=job.status, deploy_requested=bool(job.deploy_requested),
+            base_model=spec.get("base_model", ""), training_type=str(spec.get("training_type", "")),
+            training_algorithm=str(spec.get("training_algorithm", "")), project_id=job.project_id,
+            metrics=job.metrics, created_at=job.created_at, finished_at=job.finished_at, checkpoints=checkpoints,
+            download=f"/felix/training-jobs/{job.id}/download", predict=f"/felix/trained-models/{job.id}/predict")
+
+
+class TrainedModelsPublic(BaseModel):
+    data: list[TrainedModelPublic]
+    count: int
+
+
+class GLiNER2PredictPublic(BaseModel):
+    """A GLiNER2 prediction: gliner2's extraction result for `text` (`result`) or each of `texts` (`results`)."""
+
+    id: str
+    family: str
+    result: dict[str, Any] | None = None
+    results: list[dict[str, Any]] | None = None
+    latency_ms: float
+
+
+class LLMPredictPublic(BaseModel):
+    """An LLM generation: the new text only (prompt excluded, special tokens skipped)."""
+
+    id: str
+    family: str
+    text: str
+    finish_reason: str = Field(description="`stop` (end-of-turn token) or `length` (`max_new_tokens` reached).")
+    usage: dict[str, int] = Field(description="`prompt_tokens`, `completion_tokens`.")
+    latency_ms: float
+
+
+# -- base models and datasets ----------------------------------------------------------------------------
+
+
+class BaseModelPublic(BaseModel):
+    """One row of the catalog: a supported base model and what it allows."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    family: str
+    description: str
+    training_types: list[str]
+    algorithms: list[str]
+    rl_verified: bool
+    default_num_epochs: int
+    default_learning_rate: dict[str, float]
+    default_batch_size: int
+    default_max_length: int
+
+    @classmethod
+    def from_entry(cls, e: BaseModelEntry) -> BaseModelPublic:
+        return cls(
+            id=e.id, family=e.family.value, description=e.description,
+            training_types=[t.value for t in e.training_types], algorithms=[a.value for a in e.algorithms],
+            rl_verified=e.rl_verified, default_num_epochs=e.default_num_epochs,
+            default_learning_rate={k.value: v for k, v in e.default_learning_rate.items()},
+            default_batch_size=e.default_batch_size, default_max_length=e.default_max_length)
+
+
+class DatasetPublic(BaseModel):
+    """A dataset as its owner sees it. `errors` lists bad lines when `failed`."""
+
+    name: str
+    state: DatasetState
+    format: str | None = None
+    num_records: int = 0
+    num_errors: int = 0
+    error: str | None = None
+    errors: list[LineError] = Field(default_factory=list)
+    columns: list[str] = Field(default_factory=list)
+    source: str | None = None
+    builtin: bool = False
+    created_at: str | None = None
+    validated_at: str | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: DatasetManifest | dict, name: str) -> DatasetPublic:
+        """A registry manifest (or the copy a store row keeps) under the name its owner gave it."""
+        data = manifest.model_dump(mode="json") if isinstance(manifest, BaseModel) else dict(manifest)
+        data["name"] = name
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
