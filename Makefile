@@ -24,7 +24,7 @@ demo: install
 # Results: bench/results/<date>-<host>.json and a table on stdout.
 BENCH_ARGS ?=
 bench:
-	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

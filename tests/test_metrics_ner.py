@@ -163,7 +163,7 @@ def _quickstart_records() -> list[dict]:
 
 
 def test_quickstart_dataset_validates():
-    assert QUICKSTART.is_file(), f"missing {QUICKSTART}; run scripts/make_quickstart_ner.py"
+    assert QUICKSTART.is_file(), f"missing {QUICKSTART}; run datagen/make_quickstart_ner.py"
     assert QUICKSTART.stat().st_size < 300_000
     records = _quickstart_records()
     assert len(records) >= 600
@@ -205,7 +205,7 @@ def test_quickstart_generator_reproduces_file(tmp_path):
     import sys
 
     out = tmp_path / "q.jsonl"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_quickstart_ner.py"), "--out", str(out)],
+    subprocess.run([sys.executable, str(ROOT / "datagen" / "make_quickstart_ner.py"), "--out", str(out)],
                    check=True, capture_output=True)
     assert out.read_bytes() == QUICKSTART.read_bytes()
 

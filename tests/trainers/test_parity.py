@@ -1,6 +1,6 @@
 """Loss parity: felix SFT without packing trains exactly like the plain TRL script a user would write.
 
-`benchmarks/baselines/trl_sft.py` and felix (`engine.packing: false`) train `felix/tiny-llm` with LoRA on
+`bench/baselines/trl_sft.py` and felix (`engine.packing: false`) train `felix/tiny-llm` with LoRA on
 the built-in `felix-chat-mini` chats for 20 steps at the same seed: the logged per-step losses must agree
 within 1e-4 (HF logs them rounded to 4 decimals; in practice they are equal). Both run TRL's trainer on
 the same device, so a difference is a real difference in felix's pipeline (tokenisation, masking, length
@@ -37,7 +37,7 @@ HYPER = {"lr": 5e-3, "batch_size": 8, "max_length": 256, "lora_r": 8, "lora_alph
 
 
 def _baseline():
-    spec = importlib.util.spec_from_file_location("trl_sft_baseline", ROOT / "benchmarks" / "baselines" / "trl_sft.py")
+    spec = importlib.util.spec_from_file_location("trl_sft_baseline", ROOT / "bench" / "baselines" / "trl_sft.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,7 +2,7 @@
 """The plain TRL script a user would write by hand for LoRA SFT: the baseline felix's SFT is measured against.
 
 Usage:
-    python benchmarks/baselines/trl_sft.py --model DIR --data CHATS.jsonl --output-dir DIR
+    python bench/baselines/trl_sft.py --model DIR --data CHATS.jsonl --output-dir DIR
         [--lr 2e-4] [--batch-size 8] [--max-length 512] [--epochs 1] [--max-steps -1]
         [--lora-r 16] [--lora-alpha 32] [--lora-dropout 0.05] [--target-modules all-linear]
         [--warmup 0.1] [--weight-decay 0.01] [--seed 42] [--logging-steps 10] [--losses-out FILE]

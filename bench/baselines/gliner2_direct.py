@@ -2,7 +2,7 @@
 """The plain gliner2 script a user would write by hand: `ExtractorTrainer` called directly (the GLiNER2 baseline).
 
 Usage:
-    python benchmarks/baselines/gliner2_direct.py --model DIR --data TRAIN.jsonl --output-dir DIR
+    python bench/baselines/gliner2_direct.py --model DIR --data TRAIN.jsonl --output-dir DIR
         [--lr 2e-3] [--encoder-lr LR] [--batch-size 8] [--epochs 1] [--max-steps -1] [--full]
         [--lora-r 16] [--lora-alpha 32] [--lora-dropout 0.05] [--warmup 0.1] [--weight-decay 0.01] [--seed 42]
 

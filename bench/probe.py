@@ -2,8 +2,8 @@
 """Run a Python module or script under timing probes and write what they saw as JSON.
 
 Usage:
-    python benchmarks/probe.py --out FILE [--count-tokens PAD_ID] -- -m felix_train SPEC --job-id ID
-    python benchmarks/probe.py --out FILE -- benchmarks/baselines/trl_sft.py --data ...
+    python bench/probe.py --out FILE [--count-tokens PAD_ID] -- -m felix_train SPEC --job-id ID
+    python bench/probe.py --out FILE -- bench/baselines/trl_sft.py --data ...
 
 The probes are trainer-agnostic, so felix and a hand-written baseline are measured the same way:
 

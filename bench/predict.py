@@ -2,7 +2,7 @@
 """Latency and throughput of `POST /felix/trained-models/{id}/predict` on deployed models; JSON on stdout.
 
 Usage:
-    python scripts/bench_predict.py [--home DIR] [--gliner-model felix/tiny-gliner2] [--llm-model felix/tiny-llm]
+    python bench/predict.py [--home DIR] [--gliner-model felix/tiny-gliner2] [--llm-model felix/tiny-llm]
         [--requests 100] [--batch-size 16] [--batches 20] [--llm-requests 10] [--llm-tokens 32]
         [--skip-gliner] [--skip-llm] [--out FILE]
 
