@@ -11,25 +11,34 @@ from felix_train.service.store.errors import StoreError
 from felix_train.service.store.migrate import head_revision, refuse_unknown, schema_revision, upgrade_schema
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--home", default=None, help="$FELIX_HOME (default ~/.felix)")
-    parser.add_argument("--database-url", default=None,
+def _parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command's parser and the parent of its actions: `--home` and `--database-url` go before or after the action."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help="$FELIX_HOME (default ~/.felix)")
+    common.add_argument("--database-url", default=argparse.SUPPRESS,
                         help=f"SQLAlchemy URL (default ${DATABASE_URL_ENV}, else SQLite at $FELIX_HOME/felix.db)")
-    return parser
+    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[common])
+    return parser, common
+
+
+def _store_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(database URL, home) as given, before or after the action (None: not given)."""
+    return getattr(args, "database_url", None), getattr(args, "home", None)
 
 
 def users_main(argv: list[str] | None = None) -> int:
     """`felix-train users add NAME | rotate NAME | list`."""
-    parser = _parser("felix-train users", "Manage API users.")
+    parser, common = _parser("felix-train users", "Manage API users.")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("add", help="create a user and print its API key (shown once)").add_argument("name")
-    sub.add_parser("rotate", help="give a user a new API key (the old one stops working)").add_argument("name")
-    sub.add_parser("list", help="list users")
+    sub.add_parser("add", parents=[common], help="create a user and print its API key (shown once)").add_argument("name")
+    sub.add_parser("rotate", parents=[common],
+                   help="give a user a new API key (the old one stops working)").add_argument("name")
+    sub.add_parser("list", parents=[common], help="list users")
     args = parser.parse_args(argv)
 
     try:
-        store = Store(args.database_url, home=args.home)
+        url, home = _store_args(args)
+        store = Store(url, home=home)
     except StoreError as err:
         print(str(err), file=sys.stderr)
         return 1
@@ -53,14 +62,15 @@ def users_main(argv: list[str] | None = None) -> int:
 
 def db_main(argv: list[str] | None = None) -> int:
     """`felix-train db upgrade | current`: migrate the store's database, or say its schema revision."""
-    parser = _parser("felix-train db", "The store's schema: Alembic migrations shipped with felix_train "
+    parser, common = _parser("felix-train db", "The store's schema: Alembic migrations shipped with felix_train "
                                        "(`serve` and `worker` also upgrade on start).")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("upgrade", help="migrate the database to this felix_train's schema (creates it when empty)")
-    sub.add_parser("current", help="print the database's schema revision and this felix_train's newest")
+    sub.add_parser("upgrade", parents=[common], help="migrate the database to this felix_train's schema (creates it when empty)")
+    sub.add_parser("current", parents=[common], help="print the database's schema revision and this felix_train's newest")
     args = parser.parse_args(argv)
 
-    store = Store(args.database_url, home=args.home, create=False)
+    url, home = _store_args(args)
+    store = Store(url, home=home, create=False)
     where = store.engine.url.render_as_string(hide_password=True)
     try:
         if args.action == "upgrade":
