@@ -178,3 +178,15 @@ def test_processes_starting_together_migrate_once(db_url, felix_home):
         assert schema_revision(store.engine) == head_revision()
     finally:
         store.close()
+
+
+def test_worker_refuses_a_newer_database(db_url, felix_home, capsys):
+    from felix_train.service.worker import main as worker_main
+
+    Store(db_url, home=felix_home).close()
+    engine = make_engine(db_url)
+    with engine.execution_options(felix_write=True).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    engine.dispose()
+    assert worker_main(["--home", str(felix_home), "--database-url", db_url]) == 1
+    assert "newer felix_train" in capsys.readouterr().err
