@@ -86,6 +86,15 @@ def _make_old_database(url: str, *, with_deployments: bool) -> None:
         engine.dispose()
 
 
+def _make_newer_database(url: str, home) -> None:  # noqa: ANN001
+    """A database migrated by a future felix_train: at a revision this code does not know."""
+    Store(url, home=home).close()
+    engine = make_engine(url)
+    with engine.execution_options(felix_write=True).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    engine.dispose()
+
+
 def _schema_diff(store: Store) -> list:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -129,11 +138,7 @@ def test_a_database_made_before_alembic_upgrades_and_keeps_its_rows(db_url, feli
 
 
 def test_a_database_newer_than_the_code_is_refused(db_url, felix_home, capsys):
-    Store(db_url, home=felix_home).close()
-    engine = make_engine(db_url)
-    with engine.execution_options(felix_write=True).begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
-    engine.dispose()
+    _make_newer_database(db_url, felix_home)
     with pytest.raises(SchemaTooNew, match="revision '9999_from_the_future'.*newer felix_train.*pip install -U"):
         Store(db_url, home=felix_home)
     for action in ("upgrade", "current"):
@@ -183,10 +188,6 @@ def test_processes_starting_together_migrate_once(db_url, felix_home):
 def test_worker_refuses_a_newer_database(db_url, felix_home, capsys):
     from felix_train.service.worker import main as worker_main
 
-    Store(db_url, home=felix_home).close()
-    engine = make_engine(db_url)
-    with engine.execution_options(felix_write=True).begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
-    engine.dispose()
+    _make_newer_database(db_url, felix_home)
     assert worker_main(["--home", str(felix_home), "--database-url", db_url]) == 1
     assert "newer felix_train" in capsys.readouterr().err
