@@ -219,11 +219,12 @@ SERVICE_COMMANDS = {
     "worker": "felix_train.service.worker:main",
     "serve": "felix_train.service.api:main",
     "users": "felix_train.service.store:users_main",
+    "db": "felix_train.service.store:db_main",
 }
 
 
 def _service_argv(argv: list[str]) -> tuple[str, list[str]] | None:
-    """`[--home H] worker|serve|users ARGS...` → (command, ARGS with --home carried over)."""
+    """`[--home H] worker|serve|users|db ARGS...` → (command, ARGS with --home carried over)."""
     home, i = None, 0
     while i < len(argv):
         if argv[i] == "--home" and i + 1 < len(argv):
@@ -255,6 +256,7 @@ COMMANDS = {
     "worker": {"help": "claim and run queued jobs (felix-train worker --help)", "fn": None},
     "serve": {"help": "serve the Felix REST API (felix-train serve --help)", "fn": None},
     "users": {"help": "manage API users: users add NAME prints a new API key once", "fn": None},
+    "db": {"help": "the store's schema: db upgrade migrates it (serve and worker do on start), db current", "fn": None},
 }
 
 

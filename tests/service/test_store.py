@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import timedelta
@@ -238,3 +239,25 @@ def test_postgres_claims_with_skip_locked(store):
         started = time.monotonic()
         job = store.claim_job(worker_id="w")
         assert job.id == second.id and time.monotonic() - started < 5
+
+
+def test_deploying_a_deployed_job_names_its_endpoints(store):
+    """The Conflict's hint names this job's predict and undeploy endpoints (not a literal `{job_id}`)."""
+    a, _ = store.create_user(name="a")
+    job = store.create_job(owner_id=a.id, name="j", spec={})
+    store.set_status(job_id=job.id, status=JobStatus.DEPLOYED, deploy_requested=True)
+    with pytest.raises(Conflict, match="already `deployed`") as err:
+        store.request_deploy(job_id=job.id, owner_id=a.id)
+    message = str(err.value)
+    assert f"/felix/trained-models/{job.id}/predict" in message
+    assert f"/felix/training-jobs/{job.id}/undeploy" in message and "{job_id}" not in message
+
+
+def test_store_job_ids_have_the_one_format(store):
+    from felix_train.jobs import JOB_ID_PATTERN, new_job_id
+    from felix_train.service.store import new_job_id as store_new_job_id
+
+    assert store_new_job_id is new_job_id
+    a, _ = store.create_user(name="a")
+    job = store.create_job(owner_id=a.id, name="j", spec={})
+    assert re.match(JOB_ID_PATTERN, job.id) and job.id.startswith("job-") and len(job.id) == 36

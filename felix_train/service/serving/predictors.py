@@ -1,0 +1,200 @@
+"""The predictors of the inference process: a job's trained model loaded once, and one prediction at a time.
+
+What is served, from the job folder's model layout:
+
+- GLiNER2 (`model/felix_model.json`): the `gliner2`-format weights it lists (`merged/` for LoRA,
+  the folder itself for full training), with `GLiNER2.from_pretrained`; an adapter-only folder is
+  loaded on its base (`base_model_path`) and merged in memory.
+- Decoder LLMs: `model/merged/` when the job exported it (`engine.export.merged`); otherwise the
+  PEFT adapter in `model/` on its base model: `base_model_name_or_path` of `adapter_config.json`
+  when that folder exists here, else the spec's catalog model from the local model store. The
+  tokenizer and chat template are the ones saved beside the adapter.
+
+torch, transformers, peft and gliner2 are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from felix_train.catalog import ModelFamily, get_entry
+from felix_train.errors import ErrorItem, FelixError
+from felix_train.jobs import read_json
+from felix_train.service.serving.protocol import (
+    GLiNER2PredictRequest,
+    LLMPredictRequest,
+    PredictInputError,
+    job_family,
+)
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class GLiNER2Predictor:
+    """A trained GLiNER2 model, as `model/felix_model.json` describes it."""
+
+    family = ModelFamily.GLINER2
+
+    def __init__(self, model_dir: Path, *, device: str = "auto", dtype: str = "auto"):
+        from gliner2 import GLiNER2
+
+        layout = read_json(model_dir / "felix_model.json") or {}
+        files = layout.get("files") or {"model": {"path": "./", "format": "gliner2"}}
+        full = next((f for f in files.values() if f.get("format") == "gliner2"), None)
+        adapter = next((f for f in files.values() if f.get("format") == "peft-lora"), None)
+        self.device = _device(device)
+        if full is not None:
+            self.source = model_dir / full["path"]
+            model = GLiNER2.from_pretrained(str(self.source))
+        elif adapter is not None:
+            from peft import PeftModel
+
+            base = layout.get("base_model_path")
+            if not base or not Path(base).is_dir():
+                raise FelixError(f"{model_dir} holds a GLiNER2 adapter whose base {base!r} is not here; "
+                                 "retrain with a LoRA export that includes `merged/`")
+            self.source = model_dir / adapter["path"]
+            model = PeftModel.from_pretrained(GLiNER2.from_pretrained(str(base)), str(self.source)).merge_and_unload()
+            model._lora_layers = {}
+        else:
+            raise FelixError(f"{model_dir / 'felix_model.json'} lists no gliner2 or peft-lora weights")
+        self.model = model.to(self.device, dtype=_dtype(dtype, self.device)).eval()
+
+    def warm_up(self) -> None:
+        self.model.batch_extract(["Felix warms up in Paris."], self.model.create_schema().entities(["city"]))
+
+    def predict(self, req: GLiNER2PredictRequest) -> dict:
+        import torch
+
+        if req.entities is not None:
+            schema = self.model.create_schema().entities(req.entities)
+        else:
+            from gliner2.inference.schema import Schema
+
+            try:
+                schema = Schema.from_dict(req.schema_)
+            except ValidationError as err:
+                raise PredictInputError([ErrorItem(("schema", *e["loc"]), e["msg"], e["type"])
+                                         for e in err.errors(include_url=False)]) from None
+            except ValueError as err:
+                raise PredictInputError([ErrorItem(("schema",), str(err), "value_error")]) from None
+        with torch.inference_mode():
+            results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size,
+                                               threshold=req.threshold, include_confidence=req.include_confidence,
+                                               include_spans=req.include_spans)
+        return {"result": results[0]} if req.text is not None else {"results": results}
+
+
+class LLMPredictor:
+    """A trained decoder LLM: the merged export, or the PEFT adapter on its base."""
+
+    family = ModelFamily.CAUSAL_LM
+
+    def __init__(self, model_dir: Path, *, spec: dict, home: Path, device: str = "auto", dtype: str = "auto"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = _device(device)
+        torch_dtype = _dtype(dtype, self.device)
+        merged = model_dir / "merged"
+        if (merged / "config.json").exists():
+            self.source = merged
+            model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(merged))
+        elif (model_dir / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            self.source = model_dir
+            self.base = self._base_path(model_dir, spec, home)
+            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(self.base), dtype=torch_dtype),
+                                              str(model_dir))
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        elif (model_dir / "config.json").exists():
+            self.source = model_dir
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        else:
+            raise FelixError(f"{model_dir} holds neither a PEFT adapter (adapter_config.json), `merged/` nor a "
+                             "full model (config.json); train the job again")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])})
+
+    @staticmethod
+    def _base_path(model_dir: Path, spec: dict, home: Path) -> Path:
+        """The base an adapter was trained on: as recorded in adapter_config.json, else the catalog model."""
+        recorded = (read_json(model_dir / "adapter_config.json") or {}).get("base_model_name_or_path")
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+        from felix_train.models import resolve_model
+
+        entry = get_entry(spec.get("catalog_model") or spec.get("base_model") or "")
+        if entry is None:
+            raise FelixError(f"the adapter's base {recorded!r} is not here and the spec names no catalog model")
+        return Path(resolve_model(entry, home))
+
+    def warm_up(self) -> None:
+        self.predict(LLMPredictRequest(prompt="Hello", max_new_tokens=1))
+
+    def prompt_ids(self, req: LLMPredictRequest) -> list[int]:
+        if req.messages is not None:
+            out = self.tokenizer.apply_chat_template([m.model_dump() for m in req.messages], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)
+            ids = out["input_ids"]
+        else:
+            ids = self.tokenizer(req.prompt)["input_ids"]
+        return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+    def predict(self, req: LLMPredictRequest) -> dict:
+        import torch
+
+        ids = self.prompt_ids(req)
+        input_ids = torch.tensor([ids], device=self.device)
+        kwargs: dict[str, Any] = {"max_new_tokens": req.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                                  "eos_token_id": self.eos_ids or None}
+        if req.temperature > 0:
+            kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p)
+            if req.seed is not None:
+                torch.manual_seed(req.seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        new = out[0][len(ids):].tolist()
+        stopped = bool(new) and new[-1] in self.eos_ids
+        return {"text": self.tokenizer.decode(new, skip_special_tokens=True),
+                "finish_reason": "stop" if stopped else "length",
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": len(new)}}
+
+
+def load_predictor(job_dir: Path, *, home: Path, device: str = "auto", dtype: str = "auto"):
+    """The predictor for the job folder's `model/`; FelixError when it cannot be served."""
+    spec = read_json(job_dir / "spec.json")
+    if spec is None:
+        raise FelixError(f"{job_dir} has no spec.json; is it a job folder?")
+    model_dir = job_dir / "model"
+    if not model_dir.is_dir():
+        raise FelixError(f"{job_dir} has no model/ folder; only a `complete` job can be served")
+    family = job_family(spec)
+    if family == ModelFamily.GLINER2:
+        return GLiNER2Predictor(model_dir, device=device, dtype=dtype)
+    return LLMPredictor(model_dir, spec=spec, home=home, device=device, dtype=dtype)
+

@@ -1,0 +1,249 @@
+"""The store's queries for jobs: the API side (create, list, stop, delete) and the worker side (claim, heartbeat, finish, recover).
+
+A worker claims a job with one conditional `UPDATE ... RETURNING` on SQLite and with
+`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; every later write of that worker is fenced
+by its `worker_id`, so a requeue by another worker always wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from felix_train.errors import JobNotFound
+from felix_train.jobs import JOB_ID_PATTERN, JobStatus, new_job_id
+from felix_train.service.store.errors import Conflict
+from felix_train.service.store.schema import Job, utcnow
+from felix_train.service.store.sessions import StoreBase
+
+__all__ = ["ClaimedJob", "JobQueries", "new_job_id"]
+
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs to run a claimed job."""
+
+    id: str
+    owner_id: int
+    spec: dict
+    attempts: int
+    stop_requested: bool
+
+
+class JobQueries(StoreBase):
+    """Jobs: every read of a user's job is scoped by `owner_id`; every worker write by `worker_id`."""
+
+    # -- jobs: the API side ---------------------------------------------------------------------
+    def create_job(self, *, owner_id: int, name: str, spec: dict, project_id: str | None = None,
+                   job_id: str | None = None) -> Job:
+        """A new job in `requested`."""
+        now = utcnow()
+        job = Job(id=job_id or new_job_id(), owner_id=owner_id, name=name, project_id=project_id, spec=spec,
+                  status=JobStatus.REQUESTED, created_at=now, updated_at=now, stop_requested=False, attempts=0,
+                  progress={"step": 0, "total_steps": None, "epoch": 0, "eta_s": None})
+        with self.writing() as s:
+            s.add(job)
+        return job
+
+    def get_job(self, *, job_id: str, owner_id: int | None = None) -> Job:
+        """The job; with `owner_id`, only if it is that user's (another user's job is not found).
+
+        Raises:
+            JobNotFound: no such job for this user (or a malformed id).
+        """
+        if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+            raise JobNotFound(f"no job {job_id!r}")
+        with self.reading() as s:
+            query = select(Job).where(Job.id == job_id)
+            if owner_id is not None:
+                query = query.where(Job.owner_id == owner_id)
+            job = s.scalar(query)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}; `GET /felix/training-jobs` lists yours")
+        return job
+
+    def list_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
+                  project_id: str | None = None, limit: int = 200, offset: int = 0) -> tuple[list[Job], int]:
+        """A page of the user's jobs, newest first, and the total count matching the filters (`status`: one or several)."""
+        where = [Job.owner_id == owner_id]
+        if isinstance(status, JobStatus):
+            where.append(Job.status == status)
+        elif status is not None:
+            where.append(Job.status.in_(list(status)))
+        if project_id is not None:
+            where.append(Job.project_id == project_id)
+        with self.reading() as s:
+            count = s.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+            rows = list(s.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
+                                  .limit(limit).offset(offset)))
+        return rows, count
+
+    def count_jobs(self, *, status: JobStatus | None = None) -> int:
+        """Jobs in `status` (every job when None), all users together."""
+        query = select(func.count()).select_from(Job)
+        if status is not None:
+            query = query.where(Job.status == status)
+        with self.reading() as s:
+            return s.scalar(query) or 0
+
+    def job_owner(self, *, job_id: str) -> int | None:
+        with self.reading() as s:
+            return s.scalar(select(Job.owner_id).where(Job.id == job_id))
+
+    def request_stop(self, *, job_id: str, owner_id: int) -> Job:
+        """Flag a `running` job for a graceful stop (the worker forwards it to the job folder).
+
+        Raises:
+            JobNotFound: no such job for this user.
+            Conflict: the job is not `running`.
+        """
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.owner_id == owner_id,
+                                               Job.status == JobStatus.RUNNING)
+                             .values(stop_requested=True, updated_at=utcnow()))
+        job = self.get_job(job_id=job_id, owner_id=owner_id)
+        if done.rowcount == 0:
+            raise Conflict(f"job {job_id} is `{job.status.value}`; only a `running` job can be stopped")
+        return job
+
+    def delete_job(self, *, job_id: str, owner_id: int) -> Job:
+        """Delete a job's row unless it is `running` (stop it first). Returns the deleted job.
+
+        Raises:
+            JobNotFound: no such job for this user.
+            Conflict: the job is `running`.
+        """
+        job = self.get_job(job_id=job_id, owner_id=owner_id)
+        with self.writing() as s:
+            done = s.execute(delete(Job).where(Job.id == job_id, Job.owner_id == owner_id,
+                                               Job.status != JobStatus.RUNNING))
+        if done.rowcount == 0:
+            job = self.get_job(job_id=job_id, owner_id=owner_id)
+            raise Conflict(f"job {job_id} is `{job.status.value}`; stop it first "
+                           f"(`POST /felix/training-jobs/{job_id}/stop`), then delete it once it is `cancelled`")
+        return job
+
+    def set_status(self, *, job_id: str, status: JobStatus, **fields: Any) -> None:
+        """Set a job's status and fields unconditionally (operators and tests; workers use finish_job)."""
+        with self.writing() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(status=status, updated_at=utcnow(), **fields))
+
+    # -- jobs: the worker side ------------------------------------------------------------------
+    def claim_job(self, *, worker_id: str) -> ClaimedJob | None:
+        """Atomically move the oldest `requested` job to `running` for `worker_id`; None when the queue is empty.
+
+        PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` (workers never wait on each other's rows).
+        SQLite: one conditional `UPDATE ... WHERE status = 'requested' RETURNING` in a `BEGIN IMMEDIATE`
+        transaction.
+        """
+        with self.reading() as s:  # an idle poll takes no write lock
+            if s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED).limit(1)) is None:
+                return None
+        now = utcnow()
+        values = dict(status=JobStatus.RUNNING, worker_id=worker_id, heartbeat_at=now, updated_at=now,
+                      attempts=Job.attempts + 1, finished_at=None)
+        with self.writing() as s:
+            if self.is_sqlite:
+                oldest = (select(Job.id).where(Job.status == JobStatus.REQUESTED)
+                          .order_by(Job.created_at, Job.id).limit(1).scalar_subquery())
+                job_id = s.scalar(update(Job).where(Job.id == oldest, Job.status == JobStatus.REQUESTED)
+                                  .values(**values).returning(Job.id))
+            else:
+                job_id = s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED)
+                                  .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True))
+                if job_id is not None:
+                    s.execute(update(Job).where(Job.id == job_id).values(**values))
+            if job_id is None:
+                return None
+            row = s.execute(select(Job.id, Job.owner_id, Job.spec, Job.attempts, Job.stop_requested)
+                            .where(Job.id == job_id)).one()
+        return ClaimedJob(id=row.id, owner_id=row.owner_id, spec=row.spec, attempts=row.attempts,
+                          stop_requested=row.stop_requested)
+
+    def heartbeat(self, *, worker_id: str, job_ids: list[str], touch: bool = True) -> dict[str, bool]:
+        """Refresh the heartbeat of the worker's running jobs (only read them when `touch` is False).
+
+        Returns `{job_id: stop_requested}` for the jobs the worker still owns; a job missing from it
+        was requeued (the worker was presumed dead) or deleted, and its run must end at once.
+        """
+        if not job_ids:
+            return {}
+        owned = [Job.id.in_(job_ids), Job.worker_id == worker_id, Job.status == JobStatus.RUNNING]
+        with (self.writing() if touch else self.reading()) as s:
+            if touch:
+                s.execute(update(Job).where(*owned).values(heartbeat_at=utcnow()))
+            rows = s.execute(select(Job.id, Job.stop_requested).where(*owned)).all()
+        return {r.id: bool(r.stop_requested) for r in rows}
+
+    def update_progress(self, *, job_id: str, worker_id: str, progress: dict | None,
+                        started_at: datetime | None = None) -> bool:
+        """Mirror a running job's progress from its status.json; False when the worker no longer owns it."""
+        values: dict[str, Any] = {"progress": progress, "heartbeat_at": utcnow()}
+        if started_at is not None:
+            values["started_at"] = started_at
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
+                                               Job.status == JobStatus.RUNNING).values(**values))
+        return done.rowcount == 1
+
+    def finish_job(self, *, job_id: str, worker_id: str, status: JobStatus, error: dict | None = None,
+                   metrics: dict | None = None, progress: dict | None = None,
+                   started_at: datetime | None = None, finished_at: datetime | None = None) -> bool:
+        """Record the end of a run by `worker_id`: a final status, or `requested` to requeue it (preempted).
+
+        Returns False when the worker no longer owns the job (it was requeued or deleted meanwhile).
+        """
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow(), "error": error,
+                                  "metrics": metrics if status == JobStatus.COMPLETE else None}
+        if progress is not None:
+            values["progress"] = progress
+        if started_at is not None:
+            values["started_at"] = started_at
+        if status == JobStatus.REQUESTED:
+            values.update(worker_id=None, heartbeat_at=None, finished_at=None)
+        else:
+            values.update(finished_at=finished_at or utcnow(), heartbeat_at=None, stop_requested=False)
+        with self.writing() as s:
+            done = s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
+                                               Job.status == JobStatus.RUNNING).values(**values))
+        return done.rowcount == 1
+
+    def requeue_stale(self, *, timeout_s: float, max_attempts: int = 3) -> dict[str, JobStatus]:
+        """Recover `running` jobs whose worker stopped heartbeating for `timeout_s`.
+
+        A job goes back to `requested` (the next run resumes from its last checkpoint), or to
+        `cancelled` when a stop was requested, or to `failed` after `max_attempts` runs.
+        Returns `{job_id: new status}`.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=timeout_s)
+        out: dict[str, JobStatus] = {}
+        stale = [Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff]
+        with self.writing() as s:
+            rows = s.execute(select(Job.id, Job.attempts, Job.stop_requested, Job.worker_id).where(*stale)
+                             .with_for_update(skip_locked=True)).all()
+            for r in rows:
+                if r.stop_requested:
+                    new, extra = JobStatus.CANCELLED, {"finished_at": now, "stop_requested": False}
+                elif r.attempts >= max_attempts:
+                    new, extra = JobStatus.FAILED, {
+                        "finished_at": now,
+                        "error": {"type": "WorkerLost", "message": f"the job's worker stopped heartbeating "
+                                  f"{r.attempts} time(s) (last: {r.worker_id}); giving up after {max_attempts} "
+                                  "attempts: check the workers' logs and memory, then submit it again",
+                                  "where": "", "errors": []}}
+                else:
+                    new, extra = JobStatus.REQUESTED, {}
+                done = s.execute(update(Job).where(Job.id == r.id, *stale).values(
+                    status=new, worker_id=None, heartbeat_at=None, updated_at=now, **extra))
+                if done.rowcount == 1:
+                    out[r.id] = new
+        return out
+
