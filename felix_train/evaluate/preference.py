@@ -21,21 +21,13 @@ accuracies say something.
 
 from __future__ import annotations
 
+import os
 import time
 
 from felix_train.evaluate.lm import load_causal_lm, pick_device, run_info, sequence_scores
 from felix_train.evaluate.source import ModelRef
 
 DEFAULT_BETA = 0.1
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def tokenize_pair(pair: dict, tokenizer) -> tuple[list[int], list[int], list[int]]:
@@ -47,7 +39,7 @@ def tokenize_pair(pair: dict, tokenizer) -> tuple[list[int], list[int], list[int
         outs = []
         for key in ("chosen", "rejected"):
             full = tokenizer.apply_chat_template(prompt + pair[key], tokenize=True, return_dict=True)["input_ids"]
-            outs.append(full[_common_prefix(prompt_ids, full):])
+            outs.append(full[len(os.path.commonprefix([list(prompt_ids), list(full)])):])  # works on lists
         return list(prompt_ids), outs[0], outs[1]
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
