@@ -57,8 +57,9 @@ class ModelRef:
     job_dir: Path | None = None
     spec: dict = field(default_factory=dict)  # the job's spec.json, {} outside a job
     info: dict = field(default_factory=dict)  # model_dir/felix_model.json, {} when none
+    home: Path | None = None  # the $FELIX_HOME override it was resolved with (a catalog base materialises there)
 
-    def base(self, home: str | os.PathLike | None = None) -> Path:
+    def base(self) -> Path:
         """The adapter's base model folder, materialising the catalog base when its recorded folder is gone."""
         if self.base_path is not None:
             return self.base_path
@@ -68,7 +69,7 @@ class ModelRef:
                                  f"no catalog id recorded (got {self.catalog_id!r}); evaluate its `merged/` export")
         from felix_train.models import resolve_model
 
-        return Path(resolve_model(entry, home))
+        return Path(resolve_model(entry, self.home))
 
     def describe(self) -> dict:
         """A JSON-ready summary for reports."""
@@ -149,7 +150,10 @@ def resolve_source(source: str | os.PathLike, *, home: str | os.PathLike | None 
         SourceNotFound: nothing fits; the message lists what was tried.
         ModelNotAvailable: a catalog id whose weights cannot be materialised offline.
     """
-    text = str(source)
+    return replace(_resolve(str(source), home), home=Path(home) if home is not None else None)
+
+
+def _resolve(text: str, home: str | os.PathLike | None) -> ModelRef:
     path = Path(text).expanduser()
     if path.is_dir():
         if not _is_model_folder(path) and (path / "model").is_dir():
