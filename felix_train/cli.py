@@ -213,6 +213,30 @@ def _follow_logs(job, poll_s: float = 0.5) -> int:
         time.sleep(poll_s)
 
 
+# -- eval -----------------------------------------------------------------------------
+
+def cmd_eval(args) -> int:
+    """`eval SOURCE DATA`: the report as text, or as exactly one JSON object on stdout (`--json`; logs on stderr)."""
+    import contextlib
+
+    from felix_train.errors import FelixError
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # libraries that print keep stdout clean
+            from felix_train.evaluate import evaluate, format_report
+
+            report = evaluate(args.source, args.data, threshold=args.threshold, labels_map=args.labels_map,
+                              limit=args.limit, home=args.home)
+    except (FelixError, OSError) as err:
+        message = " ".join(str(err).split())
+        print(f"error: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": message}))
+        return int(getattr(err, "exit_code", 1))
+    print(json.dumps(report, default=str) if args.json else format_report(report))
+    return 0
+
+
 # -- service (its own argument parsers; imported only when used) ---------------------------
 
 SERVICE_COMMANDS = {
@@ -253,6 +277,7 @@ COMMANDS = {
     "models": {"help": "list the base-model catalog", "fn": cmd_models},
     "jobs": {"help": "list|show|logs|checkpoints|stop|delete|deploy|undeploy jobs in $FELIX_HOME/jobs",
              "fn": cmd_jobs},
+    "eval": {"help": "score a job, model folder or base model on a test file (figures follow the data)", "fn": cmd_eval},
     "worker": {"help": "claim and run queued jobs (felix-train worker --help)", "fn": None},
     "serve": {"help": "serve the Felix REST API (felix-train serve --help)", "fn": None},
     "users": {"help": "manage API users: users add NAME prints a new API key once", "fn": None},
@@ -308,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
                 if action == "deploy":
                     ap.add_argument("--wait", action="store_true", help="wait until deployed (or failed)")
                     ap.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+        elif name == "eval":
+            p.add_argument("source", help="job id, job folder, model folder, or catalog id (the untrained base)")
+            p.add_argument("data", help="test file (JSONL); its format picks the figures")
+            p.add_argument("--threshold", type=float, default=None,
+                           help="NER decision threshold (default: the model's saved thresholds, else 0.5)")
+            p.add_argument("--labels-map", default=None, metavar="A=B,C=B",
+                           help="NER: ask the model for labels A and C, score them as the test file's B")
+            p.add_argument("--limit", type=int, default=None, help="score only the first N records")
+            p.add_argument("--json", action="store_true", help="print one JSON object (logs go to stderr)")
     return parser
 
 
