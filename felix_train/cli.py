@@ -345,13 +345,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_OPTIONS_WITH_VALUE = ("--home",)
+"""Options before the command that take a value (`felix-train --home DIR eval ...`)."""
+
+
+def _first_word(argv: list[str]) -> str | None:
+    """The first argument that is neither an option nor a global option's value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     service = _service_argv(argv)
     if service is not None:
         return run_service(*service)
     # `felix-train SPEC [--job-id ID]` is the run command (`python -m felix_train SPEC`).
-    first = next((a for a in argv if not a.startswith("-")), None)
+    first = _first_word(argv)
     if first is not None and first not in COMMANDS and (os.path.exists(first) or first.endswith((".yaml", ".yml", ".json"))):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
