@@ -17,7 +17,7 @@ except ImportError:  # run from a checkout without installing the package
 
 def resolve_model_dir(source: str) -> Path:
     """The folder holding the GLiNER2 weights SOURCE names (`merged/` of a LoRA job); SystemExit when none."""
-    from felix_train.evaluate.source import SourceNotFound, resolve_source
+    from felix_train.models.source import SourceNotFound, resolve_source
 
     try:
         ref = resolve_source(source)

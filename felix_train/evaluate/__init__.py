@@ -24,7 +24,7 @@ from typing import Any
 from felix_train.catalog import ModelFamily
 from felix_train.data.formats import DatasetFormat, detect_record_format
 from felix_train.errors import DatasetError, FelixError
-from felix_train.evaluate.source import ModelRef, SourceNotFound, resolve_source
+from felix_train.models.source import ModelRef, SourceNotFound, resolve_source
 from felix_train.jsonl import JSONLError, iter_jsonl
 
 __all__ = ["EVALS", "ModelRef", "SourceNotFound", "evaluate", "format_report", "read_records", "resolve_source"]

@@ -18,7 +18,7 @@ import math
 import time
 
 from felix_train.data.formats import detect_record_format
-from felix_train.evaluate.source import ModelRef
+from felix_train.models.source import ModelRef
 
 
 def pick_device(requested: str | None = None) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from felix_train.errors import DatasetError, FelixError
-from felix_train.evaluate.source import ModelRef
+from felix_train.models.source import ModelRef
 from felix_train.metrics_ner import mentions_of, score_entities
 
 DEFAULT_THRESHOLD = 0.5  # the GLiNER2 trainer's eval threshold

@@ -25,7 +25,7 @@ import os
 import time
 
 from felix_train.evaluate.lm import load_causal_lm, pick_device, run_info, sequence_scores
-from felix_train.evaluate.source import ModelRef
+from felix_train.models.source import ModelRef
 
 DEFAULT_BETA = 0.1
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from felix_train.evaluate.lm import generate_greedy, load_causal_lm, pick_device, run_info
-from felix_train.evaluate.source import ModelRef
+from felix_train.models.source import ModelRef
 
 DEFAULT_MAX_NEW_TOKENS = 256
 

@@ -10,7 +10,7 @@ from felix_train.catalog import ModelFamily
 from felix_train.data.formats import DatasetFormat
 from felix_train.errors import DatasetError
 from felix_train.evaluate import read_records
-from felix_train.evaluate.source import RefKind, SourceNotFound, resolve_source
+from felix_train.models.source import RefKind, SourceNotFound, resolve_source
 
 
 def _write(path, obj):

@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from felix_train.catalog import ModelFamily, get_entry
+from felix_train.catalog import ModelFamily
 from felix_train.errors import ErrorItem, FelixError
 from felix_train.jobs import read_json
+from felix_train.models.source import ModelRef, SourceNotFound, resolve_source
 from felix_train.service.serving.protocol import (
     GLiNER2PredictRequest,
     LLMPredictRequest,
@@ -51,29 +52,26 @@ class GLiNER2Predictor:
 
     family = ModelFamily.GLINER2
 
-    def __init__(self, model_dir: Path, *, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto"):
         from gliner2 import GLiNER2
 
-        layout = read_json(model_dir / "felix_model.json") or {}
-        files = layout.get("files") or {"model": {"path": "./", "format": "gliner2"}}
-        full = next((f for f in files.values() if f.get("format") == "gliner2"), None)
-        adapter = next((f for f in files.values() if f.get("format") == "peft-lora"), None)
         self.device = _device(device)
-        if full is not None:
-            self.source = model_dir / full["path"]
+        if ref.weights is not None:
+            self.source = ref.weights
             model = GLiNER2.from_pretrained(str(self.source))
-        elif adapter is not None:
+        elif ref.adapter is not None:
             from peft import PeftModel
 
-            base = layout.get("base_model_path")
-            if not base or not Path(base).is_dir():
-                raise FelixError(f"{model_dir} holds a GLiNER2 adapter whose base {base!r} is not here; "
+            if ref.base_path is None:
+                raise FelixError(f"{ref.model_dir} holds a GLiNER2 adapter whose base "
+                                 f"{ref.info.get('base_model_path')!r} is not here; "
                                  "retrain with a LoRA export that includes `merged/`")
-            self.source = model_dir / adapter["path"]
-            model = PeftModel.from_pretrained(GLiNER2.from_pretrained(str(base)), str(self.source)).merge_and_unload()
+            self.source = ref.adapter
+            model = PeftModel.from_pretrained(GLiNER2.from_pretrained(str(ref.base_path)),
+                                              str(self.source)).merge_and_unload()
             model._lora_layers = {}
         else:
-            raise FelixError(f"{model_dir / 'felix_model.json'} lists no gliner2 or peft-lora weights")
+            raise FelixError(f"{ref.model_dir / 'felix_model.json'} lists no gliner2 or peft-lora weights")
         self.model = model.to(self.device, dtype=_dtype(dtype, self.device)).eval()
 
     def warm_up(self) -> None:
@@ -106,30 +104,26 @@ class LLMPredictor:
 
     family = ModelFamily.CAUSAL_LM
 
-    def __init__(self, model_dir: Path, *, spec: dict, home: Path, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = _device(device)
         torch_dtype = _dtype(dtype, self.device)
-        merged = model_dir / "merged"
-        if (merged / "config.json").exists():
-            self.source = merged
-            model = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch_dtype)
-            self.tokenizer = AutoTokenizer.from_pretrained(str(merged))
-        elif (model_dir / "adapter_config.json").exists():
+        merged = ref.model_dir / "merged"
+        if ref.weights is not None and (ref.weights == merged or ref.adapter is None):
+            self.source = ref.weights  # the merged export, or a full model
+            model = AutoModelForCausalLM.from_pretrained(str(ref.weights), dtype=torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(ref.weights))
+        elif ref.adapter is not None:
             from peft import PeftModel
 
-            self.source = model_dir
-            self.base = self._base_path(model_dir, spec, home)
+            self.source = ref.adapter
+            self.base = ref.base()  # as recorded in adapter_config.json, else the catalog model
             model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(self.base), dtype=torch_dtype),
-                                              str(model_dir))
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        elif (model_dir / "config.json").exists():
-            self.source = model_dir
-            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+                                              str(ref.adapter))
+            self.tokenizer = AutoTokenizer.from_pretrained(str(ref.adapter))
         else:
-            raise FelixError(f"{model_dir} holds neither a PEFT adapter (adapter_config.json), `merged/` nor a "
+            raise FelixError(f"{ref.model_dir} holds neither a PEFT adapter (adapter_config.json), `merged/` nor a "
                              "full model (config.json); train the job again")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -137,19 +131,6 @@ class LLMPredictor:
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])})
-
-    @staticmethod
-    def _base_path(model_dir: Path, spec: dict, home: Path) -> Path:
-        """The base an adapter was trained on: as recorded in adapter_config.json, else the catalog model."""
-        recorded = (read_json(model_dir / "adapter_config.json") or {}).get("base_model_name_or_path")
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
-        from felix_train.models import resolve_model
-
-        entry = get_entry(spec.get("catalog_model") or spec.get("base_model") or "")
-        if entry is None:
-            raise FelixError(f"the adapter's base {recorded!r} is not here and the spec names no catalog model")
-        return Path(resolve_model(entry, home))
 
     def warm_up(self) -> None:
         self.predict(LLMPredictRequest(prompt="Hello", max_new_tokens=1))
@@ -186,15 +167,17 @@ class LLMPredictor:
 
 
 def load_predictor(job_dir: Path, *, home: Path, device: str = "auto", dtype: str = "auto"):
-    """The predictor for the job folder's `model/`; FelixError when it cannot be served."""
-    spec = read_json(job_dir / "spec.json")
-    if spec is None:
+    """The predictor for the job folder's `model/` (found by the one resolver, `models.source`); FelixError
+    when it cannot be served."""
+    if read_json(job_dir / "spec.json") is None:
         raise FelixError(f"{job_dir} has no spec.json; is it a job folder?")
-    model_dir = job_dir / "model"
-    if not model_dir.is_dir():
+    if not (job_dir / "model").is_dir():
         raise FelixError(f"{job_dir} has no model/ folder; only a `complete` job can be served")
-    family = job_family(spec)
-    if family == ModelFamily.GLINER2:
-        return GLiNER2Predictor(model_dir, device=device, dtype=dtype)
-    return LLMPredictor(model_dir, spec=spec, home=home, device=device, dtype=dtype)
+    try:
+        ref = resolve_source(job_dir, home=home)
+    except SourceNotFound as err:
+        raise FelixError(str(err)) from err
+    if job_family(ref.spec) == ModelFamily.GLINER2:
+        return GLiNER2Predictor(ref, device=device, dtype=dtype)
+    return LLMPredictor(ref, device=device, dtype=dtype)
 

@@ -1,4 +1,4 @@
-"""Which model a SOURCE names: the one model resolver for `felix-train eval` (and, later, serving).
+"""Which model a SOURCE names: the one model resolver, for `felix-train eval` and for serving.
 
 A SOURCE is any of, tried in this order:
 
