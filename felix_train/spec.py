@@ -83,7 +83,7 @@ class ExportSpec(_Strict):
 
 
 class DistributedSpec(_Strict):
-    config: str | None = Field(None, description="An accelerate config file (see configs/accelerate/).")
+    config: str | None = Field(None, description="An accelerate config: a file path, or a bundled name (ddp, fsdp, deepspeed-zero2, deepspeed-zero3, multi-node: felix_train/configs/accelerate/).")
     num_processes: int = Field(1, ge=1, le=1024, description="Processes for `accelerate launch` (the worker launches them).")
 
 
