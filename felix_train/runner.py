@@ -39,7 +39,7 @@ from felix_train.launch import (  # noqa: F401 - re-exported: `felix_train.runne
     leave_distributed, main_first, say, under_launcher, write_exit_code,
 )
 from felix_train.reporting import Reporter
-from felix_train.spec import JobSpec, ReportTo, load_spec_file, spec_from_json, validate_spec
+from felix_train.spec import REPORT_TO_PACKAGES, JobSpec, ReportTo, load_spec_file, spec_from_json, validate_spec
 
 
 # Which metric picks the best checkpoint, per (family, algorithm): (name, greater_is_better).
@@ -57,6 +57,24 @@ def _spec_exit_code(err: SpecError) -> ExitCode:
     if err.errors and all(e.type in DATASET_ERROR_TYPES for e in err.errors):
         return ExitCode.DATASET_INVALID
     return ExitCode.SPEC_INVALID
+
+
+def check_trackers(spec: JobSpec) -> None:
+    """Every tracker of `engine.report_to` has its package installed here (checked when the job starts, on the
+    machine that trains: the API validating a spec may run without them).
+
+    Raises:
+        SpecError: one item per tracker whose package is missing, saying what to install.
+    """
+    import importlib.util
+
+    missing = [(i, r) for i, r in enumerate(spec.engine.report_to)
+               if importlib.util.find_spec(REPORT_TO_PACKAGES[ReportTo(r)]) is None]
+    if missing:
+        raise SpecError([ErrorItem(("engine", "report_to", i), f"`engine.report_to` names {ReportTo(r).value}, but "
+                                   f"the `{REPORT_TO_PACKAGES[ReportTo(r)]}` package is not installed where the job "
+                                   f"runs; `pip install {REPORT_TO_PACKAGES[ReportTo(r)]}`, or remove it from "
+                                   "`engine.report_to`", "report_to_unavailable") for i, r in missing])
 
 
 def _fail_early(job: JobFolder, reporter: Reporter, err: BaseException, message: str) -> None:
@@ -203,6 +221,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
         if world > 1:
             init_distributed(device)
             barrier()  # rank 0 has set the job up (status, stale STOP cleared) before any other rank reads it
+        check_trackers(resolved)
         resume_from = manager.latest()
         reporter.update_status(status=JobStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None,
                                attempts=int(reporter.status().get("attempts") or 0) + 1)

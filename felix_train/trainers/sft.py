@@ -45,7 +45,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import SFTConfig, SFTTrainer
 
 from felix_train.trainers.context import TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, train, training_arguments
+from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, tracker_callbacks, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
     complete,
@@ -209,7 +209,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
         dataset_num_proc=None,
     )
     trainer = _SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[callback, *tracker_callbacks(ctx)])
     if mode == Batching.GROUPED:
         trainer.group_by_length_seed = engine.seed
     trainer.score_labelled_only = ctx.device == "cpu"
