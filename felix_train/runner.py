@@ -68,13 +68,13 @@ def check_trackers(spec: JobSpec) -> None:
     """
     import importlib.util
 
-    missing = [(i, r) for i, r in enumerate(spec.engine.report_to)
-               if importlib.util.find_spec(REPORT_TO_PACKAGES[ReportTo(r)]) is None]
-    if missing:
-        raise SpecError([ErrorItem(("engine", "report_to", i), f"`engine.report_to` names {ReportTo(r).value}, but "
-                                   f"the `{REPORT_TO_PACKAGES[ReportTo(r)]}` package is not installed where the job "
-                                   f"runs; `pip install {REPORT_TO_PACKAGES[ReportTo(r)]}`, or remove it from "
-                                   "`engine.report_to`", "report_to_unavailable") for i, r in missing])
+    packages = [(i, REPORT_TO_PACKAGES[ReportTo(r)]) for i, r in enumerate(spec.engine.report_to)]
+    errors = [ErrorItem(("engine", "report_to", i), f"`engine.report_to` names {package}, but its package is not "
+                        f"installed where the job runs; `pip install {package}`, or remove it from `engine.report_to`",
+                        "report_to_unavailable")
+              for i, package in packages if importlib.util.find_spec(package) is None]
+    if errors:
+        raise SpecError(errors)
 
 
 def _fail_early(job: JobFolder, reporter: Reporter, err: BaseException, message: str) -> None:
