@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import tempfile
+import traceback
 import uuid
 from datetime import datetime, timezone
 from enum import Enum, IntEnum
@@ -85,6 +86,27 @@ class Progress(BaseModel):
     eta_s: float | None = None
 
 
+class JobError(BaseModel):
+    """`status.json`'s `error`: why a job failed (type, message, where it was raised, field-level items)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    message: str
+    where: str = ""
+    errors: list[dict[str, Any]] = []
+
+    @classmethod
+    def of(cls, err: BaseException, message: str | None = None) -> JobError:
+        """The error of a job that `err` ended: its type, `message` (default `str(err)`), the innermost frame
+        (`file:line in function`) and the field-level items of a `FelixError` that carries them."""
+        frames = traceback.extract_tb(err.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+        items = err.to_list() if hasattr(err, "to_list") else []
+        return cls(type=type(err).__name__, message=str(err) if message is None else message, where=where,
+                   errors=items)
+
+
 class JobState(BaseModel):
     """`status.json`, typed: the one object that writes a job's state (DESIGN.md, "The job folder").
 
@@ -101,11 +123,12 @@ class JobState(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     progress: Progress | None = None
-    error: dict[str, Any] | None = None
+    error: JobError | None = None
     metrics: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def to_json(self, *, only_set: bool = False) -> dict[str, Any]:
+        """status.json's content; `only_set` leaves out the fields never given (no defaults written)."""
+        return self.model_dump(mode="json", exclude_unset=only_set)
 
 
 def felix_home(home: str | os.PathLike | None = None) -> Path:
@@ -264,16 +287,24 @@ class JobFolder:
         return None if not data else JobState.model_validate(data)
 
     def write_state(self, state: JobState) -> None:
-        atomic_write_json(self.status_path, state.to_json())
+        """Replace status.json with `state` (every field, defaults included)."""
+        self.write_status(state.to_json())
+
+    def updated_state(self, **fields: Any) -> JobState:
+        """status.json (or a new state of this job) with `fields` set, not written."""
+        state = self.read_state() or JobState(id=self.id)
+        data = state.to_json(only_set=True)
+        for key, value in fields.items():
+            data[key] = value.model_dump(mode="json", exclude_unset=True) if isinstance(value, BaseModel) else value
+        return JobState.model_validate(data)
 
     def update_state(self, **fields: Any) -> JobState:
-        """Read status.json, set `fields`, write it back atomically; returns the new state."""
-        state = self.read_state() or JobState(id=self.id)
-        data = state.to_json()
-        for key, value in fields.items():
-            data[key] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        state = JobState.model_validate(data)
-        self.write_state(state)
+        """Read status.json, set `fields`, write it back atomically; returns the new state.
+
+        Only the fields status.json had and those given are written (a default is never added by an update).
+        """
+        state = self.updated_state(**fields)
+        self.write_status(state.to_json(only_set=True))
         return state
 
     def read_spec(self) -> dict | None:

@@ -1,5 +1,7 @@
 """What a run tells the world: status.json, train.log, metrics.jsonl, TensorBoard, loss.png.
 
+status.json is written through `JobFolder.update_state` (the typed `JobState`), never built as a dict here.
+
 Only the main process writes (`is_main=False` turns every write into a no-op), so
 trainers call the reporter on every rank without checking.
 """
@@ -12,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from felix_train.jobs import JobFolder, JobStatus, append_line, read_json, utcnow
+from felix_train.jobs import JobFolder, JobState, Progress, append_line, read_json, utcnow
 
 
 def _jsonable(value: Any) -> Any:
@@ -81,15 +83,11 @@ class Reporter:
     def status(self) -> dict:
         return read_json(self.job.status_path, default={}) or {}
 
-    def update_status(self, **fields: Any) -> dict:
-        status = self.status()
-        for key, value in fields.items():
-            if isinstance(value, JobStatus):
-                value = value.value
-            status[key] = value
+    def update_status(self, **fields: Any) -> JobState:
+        """Set `fields` of status.json through `JobFolder.update_state` (written on the main process only)."""
         if self.is_main:
-            self.job.write_status(status)
-        return status
+            return self.job.update_state(**fields)
+        return self.job.updated_state(**fields)
 
     def start_clock(self, step: int = 0) -> None:
         self._t0 = time.monotonic()
@@ -109,8 +107,8 @@ class Reporter:
         eta = None
         if done > 0 and total_steps:
             eta = round((now - self._t0) / done * max(total_steps - step, 0), 1)
-        self.update_status(progress={"step": int(step), "total_steps": int(total_steps or 0),
-                                     "epoch": None if epoch is None else round(float(epoch), 4), "eta_s": eta})
+        self.update_status(progress=Progress(step=int(step), total_steps=int(total_steps or 0),
+                                             epoch=None if epoch is None else round(float(epoch), 4), eta_s=eta))
 
     # -- plots -------------------------------------------------------------------
     def write_loss_plot(self) -> None:

@@ -46,9 +46,21 @@ class LengthPolicy(str, Enum):
 
 
 class ReportTo(str, Enum):
+    """A tracker for `engine.report_to`: TrainingArguments' own integration of that name (SFT, DPO, GRPO).
+
+    TensorBoard events land in the job folder's `tensorboard/`; W&B and MLflow are configured by their own
+    environment variables (`WANDB_PROJECT`, `MLFLOW_TRACKING_URI`, ...) and need their package installed where
+    the job runs (a job naming a missing one fails at start, saying which to install). GLiNER2 jobs report to
+    TensorBoard only.
+    """
+
     TENSORBOARD = "tensorboard"
     WANDB = "wandb"
     MLFLOW = "mlflow"
+
+
+REPORT_TO_PACKAGES = {ReportTo.TENSORBOARD: "tensorboard", ReportTo.WANDB: "wandb", ReportTo.MLFLOW: "mlflow"}
+"""The package each tracker needs where the job runs (`pip install <package>`)."""
 
 
 class _Strict(BaseModel):
@@ -83,7 +95,7 @@ class ExportSpec(_Strict):
 
 
 class DistributedSpec(_Strict):
-    config: str | None = Field(None, description="An accelerate config file (see configs/accelerate/).")
+    config: str | None = Field(None, description="An accelerate config: a file path, or a bundled name (ddp, fsdp, deepspeed-zero2, deepspeed-zero3, multi-node: felix_train/configs/accelerate/).")
     num_processes: int = Field(1, ge=1, le=1024, description="Processes for `accelerate launch` (the worker launches them).")
 
 
@@ -109,10 +121,13 @@ class EngineSpec(_Strict):
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between metrics.jsonl lines.")
     save_steps: int | None = Field(None, ge=1, description="Optimizer steps between checkpoints; default once per epoch.")
     keep_last: int = Field(2, ge=1, le=100, description="Checkpoints kept besides the best one.")
-    report_to: list[ReportTo] = Field(default_factory=lambda: [ReportTo.TENSORBOARD], description="Trackers; TensorBoard events land in the job folder.")
+    report_to: list[ReportTo] = Field(default_factory=lambda: [ReportTo.TENSORBOARD], description="Trackers (TrainingArguments' "
+                                      "integrations); TensorBoard events land in the job folder; GLiNER2: tensorboard only.")
     packing: bool | Literal["auto"] = Field(
-        "auto", description="SFT: `auto` = no packing, length-grouped padded batches (exact, resume-exact); `true` = TRL "
-        "bfd packing (per-document attention; batch_size counts packed rows of max_length tokens); `false` = plain padding.")
+        "auto", description="SFT: `auto` = no packing: padding-free batches (one unpadded row, per-example attention) where "
+        "the model runs flash attention, else padded batches of similar lengths (length-grouped, exact, resume-exact); "
+        "`true` = TRL bfd packing (per-document attention; batch_size counts packed rows of max_length tokens); "
+        "`false` = plain padding, random order.")
     completion_only_loss: bool = Field(True, description="SFT loss on assistant turns / completions only.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (off on CPU unless asked).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")
@@ -136,9 +151,17 @@ class JobSpec(_Strict):
 
     # -- filled by validate_spec ------------------------------------------------------
     def entry(self) -> BaseModelEntry:
-        """The catalog entry of the base model (through the checkpoint for a UUID)."""
+        """The catalog entry of the base model (through the checkpoint for a UUID).
+
+        Raises:
+            SpecError: the model is not in the catalog (a spec not resolved by `validate_spec`, or a stored
+                spec whose model has left the catalog).
+        """
         entry = get_entry(self.catalog_model)
-        assert entry is not None, "entry() is only valid on a resolved spec"
+        if entry is None:
+            raise SpecError([ErrorItem(("base_model",), f"base model {self.catalog_model!r} is not in the catalog; "
+                                       f"use one of {', '.join(catalog_ids())} (`felix-train models list`)",
+                                       "unknown_base_model")])
         return entry
 
     @property
@@ -280,9 +303,15 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
 
         try:
             checkpoint, _ = find_checkpoint(spec.base_model, home)
-            entry = get_entry(checkpoint.base_model)
         except CheckpointNotFound as err:
             errors.append(ErrorItem(("base_model",), str(err), "unknown_checkpoint"))
+        else:
+            entry = get_entry(checkpoint.base_model)
+            if entry is None:
+                errors.append(ErrorItem(("base_model",), f"checkpoint {spec.base_model} continues base model "
+                                        f"{checkpoint.base_model!r}, which is not in the catalog; start from a "
+                                        f"catalog model instead: {', '.join(catalog_ids())}",
+                                        "checkpoint_base_model_unknown"))
     elif entry is None:
         close = difflib.get_close_matches(spec.base_model, catalog_ids(), n=1, cutoff=0.5)
         hint = f"did you mean `{close[0]}`? " if close else ""
@@ -314,6 +343,11 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
                 errors.append(ErrorItem(("engine", "lora", "target_modules"), f"unknown {entry.family.value} LoRA "
                                         f"target(s) {bad}; use any of {', '.join(entry.valid_lora_targets)}",
                                         "lora_target_invalid"))
+        trackers = [r for r in spec.engine.report_to if r != ReportTo.TENSORBOARD]
+        if entry.family == ModelFamily.GLINER2 and trackers:
+            errors.append(ErrorItem(("engine", "report_to"), f"GLiNER2 jobs report to TensorBoard only, got "
+                                    f"{', '.join(r.value for r in trackers)}; set `engine.report_to: [tensorboard]` "
+                                    "(or `[]`)", "report_to_not_supported"))
         if entry.family == ModelFamily.GLINER2 and spec.engine.packing is True:
             errors.append(ErrorItem(("engine", "packing"), "packing applies to decoder LLM SFT only; remove it for GLiNER2",
                                     "packing_not_supported"))
@@ -376,11 +410,12 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
             for suffix, msg, typ in validate_rewards(reward_specs, columns):
                 errors.append(ErrorItem(("rl_config", "reward_type", *suffix), msg, typ))
 
+    if entry is None and not errors:  # every path that leaves no entry has said why; never resolve without one
+        errors.append(ErrorItem(("base_model",), f"no catalog model for {spec.base_model!r}", "unknown_base_model"))
     if errors:
         raise SpecError(errors)
 
     # resolve: fill defaults from the catalog
-    assert entry is not None
     updates: dict[str, Any] = {
         "name": spec.name or generate_name(entry.id, algo.value),
         "num_epochs": spec.num_epochs or entry.default_num_epochs,

@@ -1,7 +1,7 @@
 """Distributed runs on CPU: 2 processes over gloo, launched the way a GPU job is (`accelerate launch`, DDP).
 
 `python -m felix_train SPEC` with `engine.distributed.num_processes: 2` launches itself with
-`accelerate launch --config_file configs/accelerate/ddp.yaml` (`runner.launch_distributed`); accelerate's
+`accelerate launch --config_file configs/accelerate/ddp.yaml` (`launch.launch_distributed`); accelerate's
 `--cpu` flag would start one process only (it needs mpirun for more), while the DDP launch goes through
 `torch.distributed.run` and gives CPU processes a gloo group. Checked here: one set of artifacts written by
 rank 0 alone, SIGTERM (to the launching process, or to one rank only) stopping both ranks at the same step
@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 from felix_train.checkpoints import list_checkpoints, verify_checkpoint
 from felix_train.errors import SpecError
 from felix_train.jobs import JobFolder
-from felix_train.runner import ACCELERATE_CONFIG_DIR, accelerate_config, launch_command
+from felix_train.launch import ACCELERATE_CONFIG_DIR, accelerate_config, launch_command
 from felix_train.trainers.context import RunControl, StopReason
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -142,3 +142,51 @@ def test_jobs_cli(fake, capsys):
     assert main(["jobs", "delete", "j8"]) == 0
     assert not JobFolder("j8").root.exists()
     assert main(["jobs", "show", "j8"]) == 1
+
+
+def test_a_job_without_an_id_gets_the_one_job_id_format(fake):
+    import re
+
+    from felix_train.jobs import JOB_ID_PATTERN, list_jobs
+
+    assert run_job(spec("ok")) == ExitCode.COMPLETE
+    (status,) = list_jobs()
+    assert re.fullmatch(r"job-[0-9a-f]{32}", status["id"]) and re.match(JOB_ID_PATTERN, status["id"])
+
+
+def test_status_json_keeps_its_keys_through_typed_updates(fake):
+    """status.json is written through `JobState`; an update adds no key a dict update would not have."""
+    assert run_job(spec("ok"), job_id="j9") == ExitCode.COMPLETE
+    status = JobFolder("j9").read_status()
+    assert set(status) == {"id", "name", "status", "created_at", "started_at", "finished_at", "progress", "error",
+                           "metrics", "base_model", "project_id", "training_type", "training_algorithm", "attempts",
+                           "data"}
+    assert set(status["progress"]) == {"step", "total_steps", "epoch", "eta_s"} and status["error"] is None
+
+
+def test_failure_before_training_writes_a_typed_error(fake):
+    from felix_train.jobs import JobError
+
+    s = spec("ok")
+    s["datasets"] = [{"name": "nope"}]
+    assert run_job(s, job_id="j10") == ExitCode.DATASET_INVALID
+    state = JobFolder("j10").read_state()
+    assert isinstance(state.error, JobError) and state.error.type == "SpecError" and state.created_at
+    assert state.error.errors[0]["type"] == "dataset_not_found"
+
+
+def test_a_tracker_whose_package_is_missing_fails_the_job_at_start(fake, monkeypatch):
+    """`engine.report_to` names a tracker whose package is not installed: refused before training, saying what
+    to install (never silently ignored)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    s = spec("ok")
+    s["engine"]["report_to"] = ["tensorboard"]
+    assert run_job(s, job_id="j11") == ExitCode.SPEC_INVALID
+    status = JobFolder("j11").read_status()
+    assert status["status"] == "failed" and "status_during_run" not in SEEN
+    (item,) = status["error"]["errors"]
+    assert item["loc"] == ["engine", "report_to", 0] and item["type"] == "report_to_unavailable"
+    assert "pip install tensorboard" in item["msg"]

@@ -95,6 +95,7 @@ INVALID = [
     ("gliner-bad-lora-target", base(engine={"lora": {"target_modules": ["q_proj"]}}), ("engine", "lora", "target_modules"), "lora_target_invalid"),
     ("bad-precision", base(engine={"precision": "int8"}), ("engine", "precision"), "literal_error"),
     ("num-processes-zero", base(engine={"distributed": {"num_processes": 0}}), ("engine", "distributed", "num_processes"), "greater_than_equal"),
+    ("wandb-on-gliner", base(engine={"report_to": ["tensorboard", "wandb"]}), ("engine", "report_to"), "report_to_not_supported"),
 ]
 
 
@@ -286,3 +287,33 @@ def test_validate_cli_exit_codes(registry, felix_home, tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", "--json", str(bad)]) == 2
     assert json.loads(capsys.readouterr().out)["detail"][0]["loc"] == ["num_epochs"]
+
+
+def test_llm_accepts_every_tracker():
+    spec = validate_spec(llm(engine={"report_to": ["tensorboard", "wandb", "mlflow"]}), check_datasets=False)
+    assert [r.value for r in spec.engine.report_to] == ["tensorboard", "wandb", "mlflow"]
+
+
+def test_checkpoint_of_a_model_no_longer_in_the_catalog_is_a_spec_error(felix_home):
+    """Once an `assert`: a checkpoint whose base model left the catalog is a 422 item, not an AssertionError."""
+    uuid = "3f2b8c1e-1111-4222-8333-944455556666"
+    folder = felix_home / "jobs" / "old-job" / "checkpoints" / uuid
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.json").write_text(json.dumps({
+        "uuid": uuid, "job_id": "old-job", "step": 3, "created_at": "2024-01-01T00:00:00+00:00",
+        "base_model": "felix/retired-model", "training_type": "lora", "family": "gliner2"}))
+    with pytest.raises(SpecError) as info:
+        validate_spec(base(base_model=uuid), check_datasets=False)
+    found = [(tuple(e.loc), e.type) for e in info.value.errors]
+    assert found == [(("base_model",), "checkpoint_base_model_unknown")]
+    assert "felix/retired-model" in info.value.errors[0].msg
+
+
+def test_entry_of_a_stored_spec_whose_model_left_the_catalog_is_a_spec_error():
+    """Once an `assert` (skipped under `python -O`): `entry()` raises a SpecError naming the model."""
+    stored = validate_spec(base(), check_datasets=False).to_json()
+    stored["catalog_model"] = "felix/retired-model"
+    spec = spec_from_json(stored)
+    with pytest.raises(SpecError, match="felix/retired-model") as info:
+        spec.entry()
+    assert info.value.errors[0].type == "unknown_base_model"

@@ -33,7 +33,7 @@ from felix_train.errors import DatasetError, ErrorItem
 from felix_train.rl_config import DPOParams
 from felix_train.spec import LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, train, training_arguments
+from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, tracker_callbacks, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
     complete,
@@ -201,7 +201,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
         dataset_num_proc=None,
     )
     return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=[callback, *tracker_callbacks(ctx)])
 
 
 # -- 5. results ----------------------------------------------------------------------------------------------------

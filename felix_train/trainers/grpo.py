@@ -33,7 +33,9 @@ from felix_train.rewards import build_reward_funcs, parse_reward_type
 from felix_train.rl_config import GRPOParams
 from felix_train.spec import LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, hf_output_dir, run_train_loss, train, training_arguments
+from felix_train.trainers.hf_bridge import (
+    FelixCallback, hf_output_dir, run_train_loss, tracker_callbacks, train, training_arguments,
+)
 from felix_train.trainers.lm_common import (
     complete,
     eval_split,
@@ -200,7 +202,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
     )
     return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                        eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[callback])
+                       callbacks=[callback, *tracker_callbacks(ctx)])
 
 
 # -- 5. results ----------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 A TRL trainer runs the loop; felix hooks it (`FelixCallback`), never forks it:
 
 - progress (`on_step_end`)            → `ctx.reporter.progress` (status.json, ETA)
-- logs (`on_log`)                     → `ctx.reporter.log_metrics` (metrics.jsonl, TensorBoard) + a train.log line
+- logs (`on_log`)                     → `ctx.reporter.log_metrics` (metrics.jsonl) + a train.log line
+- trackers (`engine.report_to`)       → TrainingArguments' own integrations: `report_to` (W&B, MLflow) and HF's
+                                        `TensorBoardCallback` into the job's `tensorboard/` (`tracker_callbacks`)
 - stop / preemption (`on_step_end`)   → `ctx.control.check()`; on a reason: save, then stop, remembering why
 - checkpoints (`on_save`)             → HF's `checkpoint-N` folder is committed by `ctx.checkpoints.commit`,
                                         which renames it to `checkpoints/<uuid>/` (HF keeps no checkpoints itself:
@@ -20,7 +22,7 @@ Typical use in a trainer module:
 
     args = training_arguments(ctx, SFTConfig, has_eval=eval_ds is not None, max_length=...)
     callback = FelixCallback(ctx)
-    trainer = SFTTrainer(model=..., args=args, ..., callbacks=[callback])
+    trainer = SFTTrainer(model=..., args=args, ..., callbacks=[callback, *tracker_callbacks(ctx)])
     output = train(trainer, ctx, callback)
     if callback.stop_reason is not None:
         return TrainResult(outcome=callback.outcome(), last_checkpoint=callback.last_checkpoint)
@@ -172,7 +174,7 @@ def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> d
         eval_strategy=("steps" if engine.eval.steps else "epoch") if has_eval else "no",
         eval_steps=engine.eval.steps,
         load_best_model_at_end=False,
-        report_to="none",  # the Reporter writes metrics.jsonl and TensorBoard itself
+        report_to=report_to(ctx),  # W&B / MLflow by name; TensorBoard is `tracker_callbacks`' (into the job folder)
         disable_tqdm=False,
         dataloader_num_workers=0,
         torch_compile=False,
@@ -195,6 +197,32 @@ def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> d
         used = [name for name, on in flags if on]
         ctx.reporter.log(f"GPU defaults: {', '.join(used) or 'fp32'}")
     return kwargs
+
+
+# -- trackers ------------------------------------------------------------------------------------------------
+
+def report_to(ctx: TrainContext) -> list[str] | str:
+    """TrainingArguments' `report_to` from `engine.report_to`: the integrations HF starts by name (W&B, MLflow,
+    configured by their own environment variables); "none" when there are none. TensorBoard is left out here:
+    `tracker_callbacks` adds HF's callback pointed at the job folder (by name it would log under `output_dir`)."""
+    names = [r.value for r in ctx.spec.engine.report_to if r.value != "tensorboard"]
+    return names or "none"
+
+
+def tracker_callbacks(ctx: TrainContext) -> list[TrainerCallback]:
+    """HF's `TensorBoardCallback`, writing to the job's `tensorboard/`, when `engine.report_to` names TensorBoard.
+
+    The trainer then owns the TensorBoard events (HF's tags: `train/loss`, `eval/loss`, ...), so the reporter
+    stops writing its own (it still does for GLiNER2's loop). Pass these with `FelixCallback` to the trainer.
+    """
+    if not any(r.value == "tensorboard" for r in ctx.spec.engine.report_to):
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(ctx.job.tensorboard_dir)
+    ctx.reporter.tensorboard = False
+    return [callback]
 
 
 # -- the callback --------------------------------------------------------------------------------------------

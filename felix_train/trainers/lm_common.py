@@ -5,15 +5,16 @@
   is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it). Loaded as
   `model_load_kwargs(ctx)` says: fp32 on CPU; on a GPU training in bf16 the frozen base in bf16 (the LoRA
   adapter stays fp32) and flash attention when `flash-attn` is installed.
-- `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their dataset name and
-  line number (so a refused record can be named), and the seeded held-out split of `engine.eval.fraction`.
+- `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their line number (read by
+  `felix_train.jsonl`; a bad line is a DatasetError naming dataset and line, and a refused record can be named),
+  and the seeded held-out split of `engine.eval.fraction`.
 - `LengthReport` / `length_error(...)`: what `engine.length_policy` did, and the `error` policy's DatasetError
   listing every offending dataset line.
 - `generate_greedy(...)`: one greedy completion, for the before/after samples in train.log;
   `sample_trained(...)` the same with the trainer's model after training, on every rank when the model is
   sharded (FSDP, DeepSpeed ZeRO-3: a forward needs every rank), written by rank 0.
 - `save_final_model(ctx, trainer, tokenizer)`: `model/` (adapter + tokenizer + chat template) and, with
-  `engine.export.merged`, `model/merged/`; written aside, then renamed into place.
+  `engine.export.merged`, `model/merged/`; written aside, then swapped into place (`felix_train.jobs.replace_dir`).
 - `logged_mean(ctx, key, final_step)`: a logged metric averaged over the whole job (every attempt).
 - `record_final_eval(ctx, callback, trainer)`: the last eval's metrics into the last checkpoint's manifest.
 - The ending every HF trainer shares: `stopped_result` (stop/preemption), `final_eval` (an eval at the last step,
@@ -25,13 +26,11 @@ Imports torch and transformers at module import: load it only inside a trainer's
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +38,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from felix_train.errors import DatasetError, ErrorItem
+from felix_train.jobs import replace_dir  # noqa: F401 - the one directory swap; `lm_common.replace_dir` kept importable
+from felix_train.jsonl import JSONLError, read_jsonl
 from felix_train.models.causal_lm import PAD_TOKEN
 from felix_train.trainers.context import Outcome, ResolvedDataset, TrainContext, TrainResult
 
@@ -126,13 +127,17 @@ def log_trainable(ctx: TrainContext, trainer) -> None:
 # -- data ----------------------------------------------------------------------------------------------------------
 
 def read_records(ds: ResolvedDataset) -> list[tuple[int, dict]]:
-    """(1-based line number, record) for every non-blank line of a dataset's JSONL."""
-    out = []
-    with open(ds.path, encoding="utf-8-sig") as fh:
-        for lineno, text in enumerate(fh, 1):
-            if text.strip():
-                out.append((lineno, json.loads(text)))
-    return out
+    """(1-based line number, record) for every non-blank line of a dataset's JSONL (`felix_train.jsonl`).
+
+    Raises:
+        DatasetError: a line is not JSON (or not UTF-8), named by dataset and line.
+    """
+    try:
+        return read_jsonl(ds.path)
+    except JSONLError as err:
+        raise DatasetError(f"dataset {ds.name} line {err.line}: {err.message}; fix the line, then register the "
+                           "dataset again", [ErrorItem(("datasets", ds.name, err.line), err.message,
+                                                       "jsonl_invalid")]) from err
 
 
 def to_dataset(rows: list[dict], what: str) -> Dataset:
@@ -255,17 +260,6 @@ def sample_trained(ctx: TrainContext, trainer, tokenizer, prompt_ids: list[int],
 
 
 # -- final model ---------------------------------------------------------------------------------------------------
-
-def replace_dir(src: Path, dest: Path) -> None:
-    """Rename `src` to `dest`, replacing any previous `dest` (renamed aside first, then removed)."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old.{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(src, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
 
 def drop_reference_adapter(model) -> None:
     """Delete TRL's frozen `ref` adapter (present when a continued adapter is trained with DPO/GRPO)."""

@@ -1,16 +1,16 @@
 """LoRA supervised fine-tuning of decoder LLMs with TRL's `SFTTrainer` (`training_algorithm: sft`).
 
-Reads top to bottom like a recipe:
+Reads top to bottom like a recipe (the data and the chat template have their own modules):
 
 1. `configure_threads`: intra-op threads on every physical core this process may use (affinity mask and
    cgroup quota, shared between the ranks of a node) unless `OMP_NUM_THREADS` is set.
-2. `_setup_tokenizer`: the base tokenizer, with a chat template that has `{% generation %}` markers
-   (kept, patched by TRL, or ChatML-with-markers for ChatML models), so assistant-only loss is exact.
-3. `_setup_data`: every dataset's JSONL tokenized the way TRL 1.16's `SFTTrainer` does (chat template,
-   assistant / completion masks, EOS), labels `-100` outside the trained span, once per dataset content,
-   tokenizer and masking (cached under `$FELIX_HOME/cache/sft-tokens/`); a seeded eval split; the length
-   policy (`error` lists the offending dataset lines, `truncate` and `drop` are counted).
-   Formats (`messages`, `prompt_completion` text or conversational, `text`) may be mixed in one job.
+2. `sft_template.setup_tokenizer`: the base tokenizer, with a chat template that has `{% generation %}`
+   markers (kept, patched by TRL, or ChatML-with-markers for ChatML models), so assistant-only loss is exact.
+3. `sft_data.setup_data`: every dataset's JSONL tokenized the way TRL 1.16's `SFTTrainer` does, labels `-100`
+   outside the trained span, once per dataset content, tokenizer and masking (cached under
+   `$FELIX_HOME/cache/sft-tokens/`); a seeded eval split; the length policy (`error` lists the offending
+   dataset lines, `truncate` and `drop` are counted). Formats (`messages`, `prompt_completion` text or
+   conversational, `text`) may be mixed in one job.
 4. `setup_lora_model` (shared with DPO/GRPO in `lm_common`): the base model plus a new LoRA adapter, or the
    adapter of a checkpoint UUID, continued.
 5. `SFTTrainer` on the pre-tokenized data, hooked by `FelixCallback`, batched as `choose_batching` says:
@@ -33,388 +33,45 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
 import math
 import os
-import re
-import shutil
-import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import SFTConfig, SFTTrainer
-from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-from felix_train.errors import DatasetError, ErrorItem, FelixError
-from felix_train.models.causal_lm import EOS_TOKEN, chatml_template
-from felix_train.spec import LengthPolicy
-from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
-from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, train, training_arguments
+from felix_train.trainers.context import TrainContext, TrainResult
+from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, tracker_callbacks, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
     complete,
-    eval_split,
     final_eval,
     generate_greedy,
-    length_error,
-    load_tokenizer,
     log_trainable,
-    read_records,
     sample_trained,
     setup_lora_model,
     stopped_result,
 )
+from felix_train.trainers.sft_data import (  # noqa: F401 - re-exported: `felix_train.trainers.sft.<name>` keeps working
+    TOKEN_CACHE_DIRNAME,
+    TOKEN_CACHE_VERSION,
+    apply_length_policy,
+    generation_prompt,
+    setup_data,
+    token_cache_path,
+    tokenize_dataset,
+    tokenize_record,
+    tokenizer_fingerprint,
+    too_long_errors,
+)
+from felix_train.trainers.sft_template import setup_tokenizer, training_chat_template  # noqa: F401 - re-exported
 
-_PROBES = [
-    [{"role": "user", "content": "PROBE_USER_1"}, {"role": "assistant", "content": "PROBE_ASSISTANT_1"}],
-    [{"role": "system", "content": "PROBE_SYSTEM"}, {"role": "user", "content": "PROBE_USER_1"},
-     {"role": "assistant", "content": "PROBE_ASSISTANT_1"}, {"role": "user", "content": "PROBE_USER_2"},
-     {"role": "assistant", "content": "PROBE_ASSISTANT_2"}],
-]
-
-
-# -- 1. tokenizer and chat template ----------------------------------------------------------------------------
-
-def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
-
-
-def _chatml_training_template(tokenizer) -> str | None:
-    """ChatML with generation markers, if it renders exactly like the tokenizer's own template; else None."""
-    original = tokenizer.chat_template
-    if not isinstance(original, str) or "<|im_start|>" not in original or "<|im_end|>" not in original:
-        return None
-    try:
-        alone = _render(tokenizer, original, _PROBES[0][:1])
-    except Exception:  # noqa: BLE001 - a template that cannot render the probe is not ChatML-compatible
-        return None
-    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n<\|im_start\|>user\n", alone, re.S)
-    candidate = chatml_template(found.group(1) if found else None)
-    for messages in _PROBES:
-        if _render(tokenizer, original, messages) != _render(tokenizer, candidate, messages):
-            return None
-        if _render(tokenizer, original, messages[:-1], True) != _render(tokenizer, candidate, messages[:-1], True):
-            return None
-    return candidate
-
-
-def training_chat_template(tokenizer, model_id: str) -> str:
-    """A chat template with `{% generation %}` markers that renders like the model's own.
-
-    Kept as is when it has the markers; else TRL's training template for the model family
-    (`trl.chat_template_utils.get_training_chat_template`); else, for ChatML models whose template
-    renders exactly like felix's ChatML template (SmolLM2 among them), that template with markers.
-
-    Raises:
-        FelixError: no such template can be made: assistant-only loss would silently train on the prompt.
-    """
-    template = tokenizer.chat_template
-    if template is None:
-        if EOS_TOKEN in tokenizer.get_vocab() and "<|im_start|>" in tokenizer.get_vocab():
-            return chatml_template()
-        raise FelixError(f"{model_id} has no chat template, so its assistant turns cannot be found; "
-                         "set `engine.completion_only_loss: false` to train on whole sequences, or use "
-                         "`text` / `prompt_completion` datasets")
-    if has_generation_markers(template):
-        return template if isinstance(template, str) else template["default"]
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError:
-        patched = None
-    if patched is not None:
-        return patched
-    chatml = _chatml_training_template(tokenizer)
-    if chatml is not None:
-        return chatml
-    raise FelixError(
-        f"the chat template of {model_id} has no `{{% generation %}}` markers and neither TRL nor felix can patch "
-        "it, so assistant-only loss would train on the prompt too; set `engine.completion_only_loss: false` to "
-        "train on whole conversations knowingly, or use `prompt_completion` datasets"
-    )
-
-
-def _setup_tokenizer(ctx: TrainContext, needs_markers: bool):
-    tokenizer = load_tokenizer(ctx)
-    tokenizer.padding_side = "right"
-    if needs_markers:
-        template = training_chat_template(tokenizer, ctx.model.entry.id)
-        if template != tokenizer.chat_template:
-            ctx.reporter.log("chat template: using a training-compatible version with {% generation %} markers "
-                             "(renders the same text); it is saved with the model")
-        tokenizer.chat_template = template
-    return tokenizer
-
-
-# -- 2. data ---------------------------------------------------------------------------------------------------
-
-def _ids(encoded) -> list[int]:
-    ids = encoded["input_ids"]
-    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def tokenize_record(record: dict, tokenizer, *, completion_only: bool) -> dict[str, list[int]]:
-    """`input_ids` and `labels` (-100 = not trained on) of one record, as TRL 1.16's SFTTrainer builds them.
-
-    - `messages`: the chat template; with `completion_only`, only tokens inside `{% generation %}`
-      (the assistant replies and their end-of-turn token) are trained on.
-    - `prompt`/`completion` (text or messages): with `completion_only`, only the completion (plus EOS for text).
-    - `text`: the text plus EOS, all trained on.
-
-    Raises:
-        FelixError: `completion_only` and the chat template marks no assistant token in a conversation.
-    """
-    eos = tokenizer.eos_token
-    tools = record.get("tools")
-    if "messages" in record:
-        out = tokenizer.apply_chat_template(record["messages"], tools=tools, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=completion_only)
-        ids = _ids(out)
-        if not completion_only:
-            return {"input_ids": ids, "labels": list(ids)}
-        mask = out["assistant_masks"]
-        mask = mask[0] if mask and isinstance(mask[0], list) else mask
-        if 1 not in mask:
-            raise FelixError("the chat template marks no assistant token in a conversation; its "
-                             "`{% generation %}` markers do not wrap the assistant replies")
-        return {"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
-    if "prompt" in record:
-        prompt, completion = record["prompt"], record["completion"]
-        if isinstance(prompt, list):
-            prompt_ids = _ids(tokenizer.apply_chat_template(prompt, tools=tools, tokenize=True, return_dict=True,
-                                                            add_generation_prompt=True))
-            ids = _ids(tokenizer.apply_chat_template(prompt + completion, tools=tools, tokenize=True,
-                                                     return_dict=True))
-        else:
-            if not completion.endswith(eos):
-                completion = completion + eos
-            prompt_ids = _ids(tokenizer(prompt))
-            ids = _ids(tokenizer(prompt + completion))
-        start = _common_prefix(prompt_ids, ids) if completion_only else 0
-        return {"input_ids": ids, "labels": [-100] * start + ids[start:]}
-    text = record["text"]
-    if not text.endswith(eos):
-        text = text + eos
-    ids = _ids(tokenizer(text))
-    return {"input_ids": ids, "labels": list(ids)}
-
-
-TOKEN_CACHE_VERSION = 1
-"""Bump when `tokenize_record` changes what it produces: older cached tokenizations are then ignored."""
-TOKEN_CACHE_DIRNAME = "sft-tokens"
-"""Tokenized datasets are cached under `$FELIX_HOME/cache/sft-tokens/<key>/` (Arrow, memory-mapped on load)."""
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A digest of everything about `tokenizer` that decides the ids `tokenize_record` produces.
-
-    The whole tokenizer (the fast tokenizer's JSON: vocabulary, merges, normalizer, pre-tokenizer,
-    post-processor, added tokens), the chat template in use, the special tokens, and the library versions.
-    """
-    import tokenizers
-    import transformers
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    parts = {
-        "class": type(tokenizer).__name__, "tokenizer": hashlib.sha256(body.encode()).hexdigest(),
-        "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else
-        json.dumps(tokenizer.chat_template, sort_keys=True),
-        "special": [tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token],
-        "add_bos": getattr(tokenizer, "add_bos_token", None), "add_eos": getattr(tokenizer, "add_eos_token", None),
-        "versions": [transformers.__version__, tokenizers.__version__, TOKEN_CACHE_VERSION],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def token_cache_path(cache_root: Path, ds: ResolvedDataset, tokenizer_digest: str, *, completion_only: bool) -> Path:
-    """Where the tokenization of `ds` (by content, not name) with this tokenizer and masking is cached."""
-    key = hashlib.sha256(f"{_file_sha256(ds.path)}:{tokenizer_digest}:{int(completion_only)}".encode()).hexdigest()
-    return cache_root / key[:40]
-
-
-def _tokenize_records(ds: ResolvedDataset, tokenizer, *, completion_only: bool) -> Dataset:
-    columns: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "line": []}
-    for line, record in read_records(ds):
-        tokens = tokenize_record(record, tokenizer, completion_only=completion_only)
-        columns["input_ids"].append(tokens["input_ids"])
-        columns["labels"].append(tokens["labels"])
-        columns["length"].append(len(tokens["input_ids"]))
-        columns["line"].append(line)
-    return Dataset.from_dict(columns)
-
-
-def _save_cached(data: Dataset, dest: Path) -> None:
-    """Write `data` beside `dest`, then rename: a reader never sees a half-written cache entry."""
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        data.save_to_disk(str(tmp))
-        os.replace(tmp, dest)
-    except OSError:  # another job cached the same dataset first (dest exists), or the disk is full
-        pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def tokenize_dataset(ds: ResolvedDataset, tokenizer, *, completion_only: bool, cache_root: Path | None = None,
-                     tokenizer_digest: str | None = None) -> tuple[Dataset, bool]:
-    """(columns input_ids, labels, length, source (dataset name), line (1-based line in its JSONL), cache hit).
-
-    With `cache_root`, the tokenization is read from, or else written to, `token_cache_path(...)`: a dataset is
-    tokenized once per content, tokenizer and masking, whatever its name and whichever job uses it.
-    """
-    cached = None
-    if cache_root is not None:
-        digest = tokenizer_digest or tokenizer_fingerprint(tokenizer)
-        cached = token_cache_path(cache_root, ds, digest, completion_only=completion_only)
-    data, hit = None, False
-    if cached is not None and cached.is_dir():
-        try:
-            data, hit = load_from_disk(str(cached), keep_in_memory=True), True
-        except (OSError, ValueError):  # unreadable entry: tokenize again and replace it
-            shutil.rmtree(cached, ignore_errors=True)
-    if data is None:
-        data = _tokenize_records(ds, tokenizer, completion_only=completion_only)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            _save_cached(data, cached)
-    return data.add_column("source", [ds.name] * len(data)), hit
-
-
-def too_long_errors(data: Dataset, max_length: int) -> list[ErrorItem]:
-    """One error per record longer than `max_length` tokens: its dataset, JSONL line and length."""
-    return [ErrorItem(("datasets", name, line), f"{name} line {line}: {n} tokens > engine.max_length {max_length}",
-                      "record_too_long")
-            for n, name, line in zip(data["length"], data["source"], data["line"]) if n > max_length]
-
-
-def _length_error(errors: list[ErrorItem], max_length: int) -> DatasetError:
-    errors = sorted(errors, key=lambda e: (str(e.loc[1]), e.loc[2]))
-    return length_error(
-        f"{len(errors)} record(s) are longer than engine.max_length ({max_length} tokens)", errors,
-        "Raise `engine.max_length`, shorten or remove these records, or set `engine.length_policy: truncate` "
-        "(cut them) or `drop` (leave them out).")
-
-
-def apply_length_policy(data: Dataset, *, policy: LengthPolicy, max_length: int, report: LengthReport) -> Dataset:
-    """`truncate` or `drop` the records longer than `max_length` tokens, counting them in `report`.
-
-    A truncated record left with no trained token (its reply lay beyond `max_length`) is dropped and
-    counted as both. Policy `error` is checked before, over every dataset at once (`too_long_errors`).
-    """
-    keep, cut_any = [], False
-    for i, (n, name) in enumerate(zip(data["length"], data["source"])):
-        if n > max_length:
-            if policy == LengthPolicy.DROP:
-                report.add(report.dropped, name)
-                continue
-            report.add(report.truncated, name)
-            cut_any = True
-            if all(label == -100 for label in data[i]["labels"][:max_length]):
-                report.add(report.dropped, name)  # nothing left to learn from
-                continue
-        report.add(report.kept, name)
-        keep.append(i)
-    if len(keep) == len(data) and not cut_any:
-        return data
-
-    def cut(row):
-        if row["length"] <= max_length:
-            return row
-        return {**row, "input_ids": row["input_ids"][:max_length], "labels": row["labels"][:max_length],
-                "length": max_length}
-
-    return data.select(keep).map(cut, desc="Truncating")
-
-
-def _setup_data(ctx: TrainContext, tokenizer, *, completion_only: bool):
-    """(train, eval or None, LengthReport over both) as tokenized Datasets.
-
-    Raises:
-        DatasetError: `length_policy: error` and records over `max_length` (all listed), or nothing left to train.
-    """
-    engine = ctx.spec.engine
-    cache_root = ctx.job.home / "cache" / TOKEN_CACHE_DIRNAME
-    digest = tokenizer_fingerprint(tokenizer)
-    hits = []
-
-    def tokenized(ds: ResolvedDataset) -> Dataset:
-        data, hit = tokenize_dataset(ds, tokenizer, completion_only=completion_only, cache_root=cache_root,
-                                     tokenizer_digest=digest)
-        if hit:
-            hits.append(ds.name)
-        return data
-
-    parts = [tokenized(ds) for ds in ctx.train_data]
-    train_ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    eval_ds = None
-    if ctx.eval_data is not None:
-        eval_ds = tokenized(ctx.eval_data)
-    else:
-        train_ds, eval_ds = eval_split(train_ds, engine.eval.fraction, engine.seed)
-
-    if hits:
-        ctx.reporter.log(f"tokenization of {', '.join(dict.fromkeys(hits))} read from the cache ({cache_root})")
-    policy, max_length = engine.length_policy, engine.max_length
-    if policy == LengthPolicy.ERROR:
-        errors = too_long_errors(train_ds, max_length) + (too_long_errors(eval_ds, max_length) if eval_ds else [])
-        if errors:
-            raise _length_error(errors, max_length)
-    report, eval_report = LengthReport(), LengthReport()
-    train_ds = apply_length_policy(train_ds, policy=policy, max_length=max_length, report=report)
-    if eval_ds is not None:
-        eval_ds = apply_length_policy(eval_ds, policy=policy, max_length=max_length, report=eval_report)
-        eval_ds = eval_ds if len(eval_ds) else None
-    if len(train_ds) == 0:
-        raise DatasetError(f"no training record is left after `engine.length_policy: {policy.value}` "
-                           f"(engine.max_length {max_length}); raise `engine.max_length`")
-
-    for name in dict.fromkeys(ds.name for ds in ctx.train_data):
-        note = [f"{table[name]} {what}" for what, table in (("truncated", report.truncated),
-                                                             ("dropped", report.dropped)) if table.get(name)]
-        extra = f" ({', '.join(note)} at max_length {max_length})" if note else ""
-        ctx.reporter.log(f"dataset {name}: {report.kept.get(name, 0)} records for training{extra}")
-    if eval_ds is not None:
-        source = ctx.eval_data.name if ctx.eval_data is not None else f"{engine.eval.fraction:g} of the training data"
-        note = (f" ({eval_report.num_truncated} truncated, {eval_report.num_dropped} dropped)"
-                if eval_report.num_truncated or eval_report.num_dropped else "")
-        ctx.reporter.log(f"eval: {len(eval_ds)} records from {source}{note}")
-    report.merge(eval_report)
-    ctx.reporter.log(f"length policy {policy.value} at {max_length} tokens: {report.num_truncated} truncated, "
-                     f"{report.num_dropped} dropped")
-    return train_ds, eval_ds, report
-
-
-def _generation_prompt(data: Dataset) -> list[int]:
-    """The fixed prompt for the before/after generation: the prompt part of the first record."""
-    first = data[0]
-    ids, labels = first["input_ids"], first["labels"]
-    start = next((i for i, label in enumerate(labels) if label != -100), len(ids))
-    if 0 < start < len(ids):
-        return ids[:start]
-    return ids[: max(1, min(16, len(ids) // 2))]
+_setup_tokenizer = setup_tokenizer  # the names the tests (and older callers) use
+_setup_data = setup_data
 
 
 # -- 3. trainer ------------------------------------------------------------------------------------------------
@@ -552,7 +209,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
         dataset_num_proc=None,
     )
     trainer = _SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[callback, *tracker_callbacks(ctx)])
     if mode == Batching.GROUPED:
         trainer.group_by_length_seed = engine.seed
     trainer.score_labelled_only = ctx.device == "cpu"
@@ -658,11 +315,11 @@ def _run(ctx: TrainContext) -> TrainResult:
     # only `messages` need the template's generation markers; prompt/completion masks come from the prompt's length
     datasets = ctx.train_data + ([ctx.eval_data] if ctx.eval_data is not None else [])
     has_messages = any(ds.format == "messages" for ds in datasets)
-    tokenizer = _setup_tokenizer(ctx, needs_markers=completion_only and has_messages)
-    train_ds, eval_ds, report = _setup_data(ctx, tokenizer, completion_only=completion_only)
+    tokenizer = setup_tokenizer(ctx, needs_markers=completion_only and has_messages)
+    train_ds, eval_ds, report = setup_data(ctx, tokenizer, completion_only=completion_only)
 
     model, peft_config = setup_lora_model(ctx)
-    prompt_ids = _generation_prompt(eval_ds if eval_ds is not None else train_ds)
+    prompt_ids = generation_prompt(eval_ds if eval_ds is not None else train_ds)
     callback = FelixCallback(ctx)
     trainer = build_trainer(ctx, model, peft_config, tokenizer, train_ds, eval_ds, callback)
     # A new adapter starts as the base model: its "before" sample is the base's, taken after training with the
