@@ -21,6 +21,9 @@ Every endpoint of DESIGN.md's table, plus the datasets a job trains on:
 | `POST /felix/datasets` | multipart upload; validated in the background: `processing` → `ready`/`failed` |
 | `GET /felix/datasets`, `GET/DELETE /felix/datasets/{name}` | the user's datasets (and the built-ins) |
 
+A failed job's `error` is `{code, message, param}`: `code` one of `schemas.ErrorCode` (stable),
+`param` the first spec field at fault; tracebacks and source locations stay in the job's log.
+
 Auth is a bearer API key (`felix-train users add NAME`). Every resource belongs to a
 user: another user's job id, dataset name, checkpoint UUID, download token or log
 stream answers 404, exactly like one that does not exist.
@@ -34,12 +37,13 @@ unchanged and the runner finds the same files. Built-in datasets are visible to 
 The layout, after FastAPI's full-stack template:
 
 ```
-config.py       Settings (pydantic-settings, FELIX_* variables)
+config.py       Settings (pydantic-settings, FELIX_* variables); the SQLite file created 0600
+body.py         request bodies: the size limit (413), where an unparsable body breaks (422)
 deps.py         typed dependencies: settings, store, registry, current user, rate limit
 errors.py       the API's own errors (mapped to HTTP once, in app.py)
 schemas.py      *Create / *Public / *sPublic(data, count) models
 submission.py   a submitted spec -> a `requested` job, or its errors in the user's words
-tokens.py       signed download tokens (itsdangerous)
+tokens.py       signed download tokens (itsdangerous), bound to the owner's API-key generation
 app.py          create_app, the error -> HTTP table, `felix-train serve`
 routes/         jobs, downloads, deployments (deploy, trained models, predict), models, datasets
 ```

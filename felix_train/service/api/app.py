@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from felix_train import __version__
 from felix_train.data.registry import DatasetRegistry
 from felix_train.errors import DatasetError, JobNotFound, SpecError
-from felix_train.service.api.config import Settings
+from felix_train.service.api.body import install_body_handling
+from felix_train.service.api.config import Settings, private_sqlite_database
 from felix_train.service.api.errors import (
     LinkExpired,
     NotAuthenticated,
@@ -26,7 +27,7 @@ from felix_train.service.api.errors import (
 from felix_train.service.api.routes import datasets, deployments, downloads, jobs, models
 from felix_train.service.api.tokens import load_secret
 from felix_train.service.serving import PredictInputError
-from felix_train.service.store import Conflict, NotFound, Store
+from felix_train.service.store import Conflict, NotFound, Store, default_database_url
 
 DESCRIPTION = ("Fine-tune GLiNER2 encoders and decoder LLMs: submit a job spec, follow its logs, download the "
                "trained weights. Authenticate with `Authorization: Bearer <API key>`.")
@@ -83,12 +84,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app = FastAPI(title="Felix training jobs", version=__version__, lifespan=lifespan, description=DESCRIPTION)
     app.state.settings = settings
+    if own_store:
+        private_sqlite_database(settings.database_url or default_database_url(settings.home))
     app.state.store = store or Store(settings.database_url, home=settings.home)
     app.state.registry = DatasetRegistry(settings.home)
     app.state.secret = load_secret(settings)
     for module in (jobs, downloads, deployments, models, datasets):
         app.include_router(module.router)
     install_handlers(app)
+    install_body_handling(app, settings)
     return app
 
 

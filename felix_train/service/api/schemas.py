@@ -14,6 +14,7 @@ from felix_train.catalog import BaseModelEntry
 from felix_train.data.formats import LineError
 from felix_train.data.registry import DatasetManifest, DatasetState
 from felix_train.jobs import JobStatus
+from felix_train.runner import DATASET_ERROR_TYPES
 from felix_train.service.store import Job
 from felix_train.spec import JobSpec
 
@@ -32,6 +33,71 @@ class TrainingJobCreate(JobSpec):
     `engine.home`, `engine.job_id`, `engine.dataset_owner` and `engine.distributed.config` are set by the
     service and refused here.
     """
+
+
+class ErrorCode(str, Enum):
+    """Why a job failed: a stable code to act on (the message is for people and may change).
+
+    - `spec_invalid`: the spec was refused when the run started; `param` names the first field.
+    - `dataset_invalid`: a dataset is missing, not ready, or has a bad record; `param` names the first field.
+    - `model_unavailable`: the base model could not be loaded.
+    - `checkpoint_not_found`: the checkpoint the job continues from is gone.
+    - `out_of_memory`: the run ran out of memory (GPU or host, the kernel's OOM killer included).
+    - `killed`: the run's process died without recording an error (a signal such as SIGKILL, or a crash).
+    - `preempted_too_often`: the run was interrupted (its worker lost, its node drained) more often than allowed.
+    - `launch_failed`: a distributed run could not be started.
+    - `internal`: anything else; the job's log (`GET /felix/training-jobs/{id}/logs`) has the details.
+    """
+
+    SPEC_INVALID = "spec_invalid"
+    DATASET_INVALID = "dataset_invalid"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
+    OUT_OF_MEMORY = "out_of_memory"
+    KILLED = "killed"
+    PREEMPTED_TOO_OFTEN = "preempted_too_often"
+    LAUNCH_FAILED = "launch_failed"
+    INTERNAL = "internal"
+
+
+ERROR_CODES: dict[str, ErrorCode] = {
+    # the `type` of a stored error (status.json, the store): its code
+    "SpecError": ErrorCode.SPEC_INVALID,  # runner; all items about datasets: dataset_invalid (as its exit code)
+    "DatasetError": ErrorCode.DATASET_INVALID,  # runner
+    "JSONLError": ErrorCode.DATASET_INVALID,  # felix_train.jsonl, a bad line read at run time
+    "ModelNotAvailable": ErrorCode.MODEL_UNAVAILABLE,  # catalog
+    "CheckpointNotFound": ErrorCode.CHECKPOINT_NOT_FOUND,  # checkpoints
+    "OutOfMemoryError": ErrorCode.OUT_OF_MEMORY,  # torch.OutOfMemoryError (CUDA, MPS)
+    "MemoryError": ErrorCode.OUT_OF_MEMORY,  # host memory
+    "RunnerExited": ErrorCode.KILLED,  # worker: the run ended without writing its error
+    "WorkerLost": ErrorCode.PREEMPTED_TOO_OFTEN,  # store.requeue_stale: the last of `max_attempts` runs lost
+    "LaunchFailed": ErrorCode.LAUNCH_FAILED,  # runner.launch_distributed
+}
+"""The one table from the error types recorded today to the API's codes; any other type is `internal`. A stored
+error that carries its own `code` (one of ErrorCode) keeps it."""
+
+
+class ErrorPublic(BaseModel):
+    """Why a job failed. The details (traceback, source location) are in the job's log, never here."""
+
+    code: ErrorCode = Field(description="A stable code to act on; the `ErrorCode` schema lists each one.")
+    message: str = Field(description="What went wrong and how to fix it, for people.")
+    param: str | None = Field(None, description="The first spec field at fault, dotted (`engine.seed`); null "
+                                                "when the error is not about a field.")
+
+    @classmethod
+    def from_stored(cls, error: dict[str, Any]) -> ErrorPublic:
+        """The public part of an error as the runner, worker or store recorded it
+        (`{type, message, where, errors: [{loc, msg, type}]}`)."""
+        items = [e for e in error.get("errors") or [] if isinstance(e, dict)]
+        code = ERROR_CODES.get(str(error.get("type")), ErrorCode.INTERNAL)
+        if code == ErrorCode.SPEC_INVALID and items and all(e.get("type") in DATASET_ERROR_TYPES for e in items):
+            code = ErrorCode.DATASET_INVALID
+        if error.get("code") in ErrorCode._value2member_map_:
+            code = ErrorCode(error["code"])
+        loc = items[0].get("loc") if items else None
+        param = ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) and loc else None
+        return cls(code=code, message=str(error.get("message") or code.value), param=param)
 
 
 class ProgressPublic(BaseModel):
@@ -53,7 +119,7 @@ class TrainingJobPublic(BaseModel):
     training_algorithm: str
     configuration: dict[str, Any] = Field(description="The resolved spec (defaults filled in).")
     progress: ProgressPublic | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorPublic | None = Field(None, description="Why the job failed (`failed` only).")
     metrics: dict[str, Any] | None = Field(None, description="Final metrics; present only when `complete`.")
     stop_requested: bool = False
     deploy_requested: bool = Field(False, description="A deployment was asked for: `complete` while it starts, "
@@ -78,7 +144,8 @@ class TrainingJobPublic(BaseModel):
             id=job.id, name=job.name, status=job.status, project_id=job.project_id,
             base_model=spec.get("base_model", ""), training_type=str(spec.get("training_type", "")),
             training_algorithm=str(spec.get("training_algorithm", "")), configuration=public_spec(spec),
-            progress=ProgressPublic.model_validate(job.progress) if job.progress else None, error=job.error,
+            progress=ProgressPublic.model_validate(job.progress) if job.progress else None,
+            error=ErrorPublic.from_stored(job.error) if job.error else None,
             metrics=job.metrics, stop_requested=job.stop_requested, deploy_requested=bool(job.deploy_requested),
             attempts=job.attempts, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 

@@ -87,6 +87,7 @@ def list_trained_models(user: CurrentUser, store: StoreDep, settings: SettingsDe
 @router.post("/felix/trained-models/{job_id}/predict", name="predict", tags=["models"],
              response_model=GLiNER2PredictPublic | LLMPredictPublic, response_description="The model's answer.",
              responses={409: {"description": "The model is not `deployed`."},
+                        413: {"description": "The body is over `FELIX_MAX_BODY_BYTES` (1 MiB)."},
                         422: {"description": "Every problem in the body, located (`loc` starts with `body`)."},
                         503: {"description": "The inference process did not answer; retry, or check the job."}})
 def predict(job_id: JobId, payload: PredictBody, user: CurrentUser, store: StoreDep,

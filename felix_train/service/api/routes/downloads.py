@@ -20,8 +20,8 @@ from felix_train.errors import JobNotFound
 from felix_train.jobs import JobFolder, JobStatus
 from felix_train.service.api.deps import CredentialsDep, CurrentUser, JobId, SecretDep, SettingsDep, StoreDep
 from felix_train.service.api.schemas import DownloadPublic, FormatEnum
-from felix_train.service.api.tokens import make_download_token, read_download_token
-from felix_train.service.store import Conflict, Job
+from felix_train.service.api.tokens import check_key_generation, make_download_token, read_download_token
+from felix_train.service.store import Conflict, Job, Store, User
 
 router = APIRouter(prefix="/felix/training-jobs", tags=["training jobs"])
 
@@ -43,7 +43,8 @@ def get_training_job_download(job_id: JobId, request: Request, user: CurrentUser
     job = store.get_job(job_id=job_id, owner_id=user.id)
     _downloadable(job, JobFolder(job.id, settings.home))
     expires = time.time() + settings.download_ttl_s
-    token = make_download_token(secret, job_id=job.id, user_id=user.id, fmt=format.value, expires_at=expires)
+    token = make_download_token(secret, job_id=job.id, user_id=user.id, fmt=format.value, expires_at=expires,
+                                key_hash=user.key_hash)
     url = request.url_for("download_training_job_file", job_id=job.id).include_query_params(token=token)
     if settings.public_url:
         url = f"{settings.public_url.rstrip('/')}{url.path}?{url.query}"
@@ -54,11 +55,16 @@ def get_training_job_download(job_id: JobId, request: Request, user: CurrentUser
 @router.get("/{job_id}/download/file", name="download_training_job_file", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}, "application/gzip": {}}},
                        404: {"description": "Unknown, tampered or another user's token."},
-                       410: {"description": "The URL expired."}})
+                       410: {"description": "The URL expired, or its owner rotated their API key since."}})
 def download_training_job_file(job_id: JobId, store: StoreDep, settings: SettingsDep, secret: SecretDep,
                                token: Annotated[str, Query(max_length=2048)], credentials: CredentialsDep = None):
-    """The archive behind a download URL. The signed token is the credential; a sent API key must be its owner's."""
+    """The archive behind a download URL. The signed token is the credential, until its owner rotates their API
+    key; a sent API key must be its owner's."""
     claims = read_download_token(secret, token, job_id=job_id)
+    owner = _user(store, claims["u"])
+    if owner is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    check_key_generation(claims, owner.key_hash, job_id=job_id)
     if credentials is not None:
         caller = store.user_by_api_key(api_key=credentials.credentials)
         if caller is None or caller.id != claims["u"]:
@@ -69,6 +75,12 @@ def download_training_job_file(job_id: JobId, store: StoreDep, settings: Setting
     fmt = FormatEnum(claims.get("f", "zip"))
     media = "application/zip" if fmt == FormatEnum.ZIP else "application/gzip"
     return FileResponse(model_archive(folder, fmt), media_type=media, filename=f"{job.id}-model.{fmt.value}")
+
+
+def _user(store: Store, user_id: int) -> User | None:
+    """The user of that id (the store has no public lookup by id yet)."""
+    with store.reading() as session:
+        return session.get(User, user_id)
 
 
 _archive_lock = threading.Lock()

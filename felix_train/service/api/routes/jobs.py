@@ -45,7 +45,9 @@ JobSpecBody = Annotated[Any, PlainValidator(lambda v: v, json_schema_input_type=
 
 
 @router.post("", status_code=201, response_model=TrainingJobPublic, dependencies=[Depends(submission_rate_limit)],
-             responses={422: {"description": "Every problem in the spec, located (`loc` starts with `body`)."},
+             responses={413: {"description": "The body is over `FELIX_MAX_BODY_BYTES` (1 MiB)."},
+                        422: {"description": "Every problem in the spec, located (`loc` starts with `body`); a body "
+                                             "that is not JSON names the line and column."},
                         429: {"description": "Over the per-user rate limit; see `Retry-After`."}})
 def create_training_job(payload: JobSpecBody, user: CurrentUser, store: StoreDep, settings: SettingsDep,
                         registry: UserRegistryDep) -> TrainingJobPublic:
