@@ -91,8 +91,9 @@ def test_affinity_mask_is_respected():
     assert out.stdout.strip() == "1"
 
 
-def test_describe_device_cpu_without_torch_import():
-    code = ("import sys, json; from felix_train.perf.hardware import describe_device; "
+def test_perf_imports_and_describe_device_cpu_do_not_load_torch():
+    code = ("import sys, json; import felix_train.perf, felix_train.perf.bench_threads; "
+            "from felix_train.perf.hardware import describe_device; "
             "d = describe_device(); print(json.dumps([d['type'], 'torch' in sys.modules, d['cpu']['usable_cpus']]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     kind, torch_loaded, cpus = __import__("json").loads(out.stdout)
