@@ -485,3 +485,35 @@ def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
     resumed = trainer()
     resumed._order_override = {3: order}
     assert FelixGLiNER2Trainer.epoch_order(resumed, 3) == order  # a resumed epoch keeps its recorded order
+
+
+def test_read_records_names_the_bad_line(tmp_path):
+    from felix_train.errors import DatasetError
+    from felix_train.trainers.context import ResolvedDataset
+    from felix_train.trainers.gliner2.data import read_records
+
+    def dataset(text: str | None) -> ResolvedDataset:
+        path = tmp_path / f"d{uuid.uuid4().hex[:6]}.jsonl"
+        if text is not None:
+            path.write_text(text, encoding="utf-8")
+        return ResolvedDataset(name="ner", path=path, format="ner", num_records=0)
+
+    good = json.dumps({"input": "Ada", "output": {"entities": {"person": ["Ada"]}}})
+    assert read_records(dataset("\ufeff" + good + "\n\n" + good + "\n")) == [(1, json.loads(good)), (3, json.loads(good))]
+    with pytest.raises(DatasetError, match=r"dataset 'ner' line 2: invalid JSON at column \d+: .*; fix the line"):
+        read_records(dataset(good + "\n{oops\n"))
+    with pytest.raises(DatasetError, match=r"dataset 'ner' line 1: expected a gliner2 record .*got keys \['text'\]"):
+        read_records(dataset('{"text": "Ada"}\n'))
+    with pytest.raises(DatasetError, match="holds no records"):
+        read_records(dataset("\n"))
+    with pytest.raises(DatasetError, match="dataset 'ner': cannot read"):
+        read_records(dataset(None))
+
+
+def test_package_import_loads_no_torch():
+    code = ("import sys, felix_train.trainers.gliner2 as g2, felix_train.trainers.gliner2.data, "
+            "felix_train.trainers.gliner2.eval; assert 'run' in g2.__all__; print(sorted("
+            "m for m in ('torch', 'gliner2', 'peft', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,195 @@
+"""The GLiNER2 trainer's data: records, label lists, the eval split, the length policy and the epoch order.
+
+`prepare_data(ctx, word_splitter)` reads the job's datasets (gliner2's `{"input", "output"}`
+JSONL, through `felix_train.jsonl`), makes every entity record list every entity label of its
+dataset (`fill_entity_labels`: `[]` = none of this type, or gliner2 learns no negatives and
+rejects `"entities": {}`), applies `engine.max_length` / `length_policy` (words as gliner2
+splits them: its collator truncates words, not sub-word tokens) and holds out the eval split.
+Records stay in memory, so gliner2 never shuffles a caller's list or writes `.lengths.*` files
+next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for inspection.
+
+`epoch_order` length-groups the records: each epoch a seeded permutation cut into windows of 50
+batches, each window sorted by length, then the full batches in random order and a short last
+batch last; every record once per epoch, the order a function of (seed, epoch, global batch)
+alone. Pure Python at import (torch and transformers load inside `epoch_order`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from felix_train.errors import DatasetError, ErrorItem
+from felix_train.jobs import atomic_write_text
+from felix_train.jsonl import JSONLError, iter_jsonl
+from felix_train.spec import LengthPolicy
+from felix_train.trainers.context import ResolvedDataset, TrainContext
+
+# The order of epoch e under seed s draws from seed s × SEED_STRIDE + e, so that seeds s and s+1 never share one
+SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class PreparedData:
+    """Records in gliner2's `{"input", "output"}` format, ready to train and evaluate on."""
+
+    train: list[dict]
+    eval: list[dict]
+    collator_max_len: int | None  # word tokens; set when `length_policy: truncate`
+    per_dataset: dict[str, dict[str, int]] = field(default_factory=dict)
+    dropped: int = 0
+    truncated: int = 0
+
+
+def read_records(ds: ResolvedDataset) -> list[tuple[int, dict]]:
+    """(line number, record) pairs of a dataset file; a bad line is a DatasetError naming it."""
+    out = []
+    try:
+        for lineno, obj in iter_jsonl(ds.path):
+            if not isinstance(obj, dict) or not isinstance(obj.get("input"), str) or not isinstance(obj.get("output"), dict):
+                raise DatasetError(f"dataset {ds.name!r} line {lineno}: expected a gliner2 record "
+                                   '{"input": str, "output": {...}}; got keys '
+                                   f"{sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            out.append((lineno, obj))
+    except OSError as err:
+        raise DatasetError(f"dataset {ds.name!r}: cannot read {ds.path}: {err}") from err
+    except JSONLError as err:
+        raise DatasetError(f"dataset {ds.name!r} line {err.line}: {err.message}; "
+                           "fix the line or re-register the dataset") from err
+    if not out:
+        raise DatasetError(f"dataset {ds.name!r} ({ds.path}) holds no records")
+    return out
+
+
+def entity_labels(records: Iterable[dict]) -> list[str]:
+    """Every entity label declared in the records (entities or entity_descriptions), in first-seen order."""
+    labels: dict[str, None] = {}
+    for rec in records:
+        out = rec.get("output") or {}
+        for key in ("entities", "entity_descriptions"):
+            if isinstance(out.get(key), dict):
+                labels.update(dict.fromkeys(out[key]))
+    return list(labels)
+
+
+def fill_entity_labels(records: list[dict], labels: list[str]) -> list[dict]:
+    """Copies of the records in which every entity record lists every label (`[]` = none of it).
+
+    gliner2 learns only the types a record lists, so without this a sentence with no
+    `person` teaches nothing about `person`; it also rejects `"entities": {}`.
+    Records without an `entities` task are left as they are.
+    """
+    out = []
+    for rec in records:
+        output = rec["output"]
+        if isinstance(output.get("entities"), dict):
+            ents = dict(output["entities"])
+            for label in labels:
+                ents.setdefault(label, [])
+            rec = {**rec, "output": {**output, "entities": ents}}
+        out.append(rec)
+    return out
+
+
+def _word_count(text: str, splitter) -> int:
+    return sum(1 for _ in splitter(text, lower=False))
+
+
+def split_eval(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded held-out split: round(n × fraction) records (at least 1, leaving at least 1 to train on)."""
+    n = len(records)
+    if fraction <= 0 or n < 2:
+        return records, []
+    k = min(max(1, round(n * fraction)), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:k])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def prepare_data(ctx: TrainContext, word_splitter) -> PreparedData:
+    """Load, label-fill, length-check and split the job's datasets (DatasetError on bad data)."""
+    spec = ctx.spec
+    max_len = spec.engine.max_length
+    policy = spec.engine.length_policy
+    too_long: list[str] = []
+    dropped = truncated = 0
+
+    def load(ds: ResolvedDataset) -> list[dict]:
+        nonlocal dropped, truncated
+        rows = read_records(ds)
+        recs = fill_entity_labels([r for _, r in rows], entity_labels(r for _, r in rows))
+        kept = []
+        for (lineno, _), rec in zip(rows, recs):
+            words = _word_count(rec["input"], word_splitter)
+            if max_len and words > max_len:
+                if policy == LengthPolicy.ERROR:
+                    too_long.append(f"{ds.name} line {lineno}: {words} words")
+                    continue
+                if policy == LengthPolicy.DROP:
+                    dropped += 1
+                    continue
+                truncated += 1
+            kept.append(rec)
+        return kept
+
+    per_dataset: dict[str, dict[str, int]] = {}
+    train: list[dict] = []
+    held: list[dict] = []
+    for ds in ctx.train_data:
+        recs = load(ds)
+        if ctx.eval_data is None:
+            # split each dataset on its own so every dataset is represented in eval
+            tr, ev = split_eval(recs, spec.engine.eval.fraction, spec.engine.seed)
+        else:
+            tr, ev = recs, []
+        per_dataset[ds.name] = {"records": len(recs), "train": len(tr), "eval": len(ev)}
+        train.extend(tr)
+        held.extend(ev)
+    if ctx.eval_data is not None:
+        held = load(ctx.eval_data)
+        per_dataset.setdefault(ctx.eval_data.name, {})["eval_dataset"] = len(held)
+    if too_long:
+        shown = "; ".join(too_long[:20]) + (f"; ... and {len(too_long) - 20} more" if len(too_long) > 20 else "")
+        raise DatasetError(
+            f"{len(too_long)} record(s) are longer than engine.max_length={max_len} words: {shown}. "
+            "Raise `engine.max_length`, or set `engine.length_policy: truncate` or `drop`.",
+            errors=[ErrorItem(("engine", "max_length"), line, "record_too_long") for line in too_long[:100]],
+        )
+    if not train:
+        raise DatasetError("no training records are left after the eval split and length policy; "
+                           "add records or lower `engine.eval.fraction`")
+    return PreparedData(train=train, eval=held, per_dataset=per_dataset, dropped=dropped, truncated=truncated,
+                        collator_max_len=max_len if policy == LengthPolicy.TRUNCATE else None)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int) -> list[int]:
+    """The length-grouped record order of epoch `epoch` over records of `lengths` words, in batches of `batch_size`.
+
+    transformers' `get_length_grouped_indices` (what `group_by_length` uses): a seeded permutation cut
+    into mega-batches of up to 50 batches, each sorted by length, so a batch holds records of similar
+    length and pads little (its span grid is max words × max span width); then the full batches in
+    random order (a mega-batch alone would run from its longest batch to its shortest, which cost
+    0.04 F1), the short last batch last. Every record is seen once per epoch, as with a plain shuffle.
+
+    Not gliner2's `LengthGroupedSampler`: it shares the idea but sorts ascending, keeps the longest
+    records of the last window for the short batch and seeds `seed + epoch`, so every order, and every
+    result measured with this one, would change; on the tiny test model the loss curve then depends
+    on which seed it draws (see the issue 15 report).
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    g = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
+    grouped = get_length_grouped_indices(lengths, batch_size, generator=g)
+    batches = [grouped[i:i + batch_size] for i in range(0, len(grouped), batch_size)]
+    last = batches.pop() if len(batches[-1]) < batch_size else None
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    return [i for batch in batches + ([last] if last else []) for i in batch]
