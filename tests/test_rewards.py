@@ -413,8 +413,8 @@ def test_missing_column_at_runtime_is_clear():
 
 
 def test_registry_is_documented():
-    assert set(REWARDS) == {"exact_match", "numeric_match", "regex_match", "contains", "json_valid", "json_schema",
-                            "entity_f1", "length_penalty", "custom"}
+    assert set(REWARDS) == {"exact_match", "numeric_match", "math_match", "regex_match", "contains", "json_valid",
+                            "json_schema", "entity_f1", "length_penalty", "custom"}
     for name, defn in REWARDS.items():
         assert defn.name == name and defn.description
         assert defn.params_model.model_config.get("extra") == "forbid"
@@ -438,7 +438,8 @@ def test_rewards_live_one_family_a_module_and_are_reexported():
     )
 
     families = {
-        accuracy_rewards: ["exact_match", "numeric_match", "extract_final_number", "ExactMatchParams", "NumericMatchParams"],
+        accuracy_rewards: ["exact_match", "numeric_match", "extract_final_number", "math_match", "ExactMatchParams",
+                           "NumericMatchParams", "MathMatchParams"],
         format_rewards: ["regex_match", "contains", "json_valid", "json_schema", "RegexMatchParams", "ContainsParams",
                  "JsonValidParams", "JsonSchemaParams"],
         ner_rewards: ["entity_f1", "parse_entities", "EntityF1Params"],

@@ -28,7 +28,7 @@ torch.
 
 The rewards live one family a module, named as TRL's `trl/rewards/` names them,
 each with its params models: `accuracy_rewards` (exact_match, numeric_match,
-extract_final_number), `format_rewards` (regex_match, contains, json_valid,
+extract_final_number, math_match), `format_rewards` (regex_match, contains, json_valid,
 json_schema), `ner_rewards` (entity_f1, parse_entities), `length_rewards`
 (length_penalty), `custom_rewards` (a user function), and `text` (completion_text
 and the JSON helpers they share). This `__init__` is the
@@ -50,9 +50,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from felix_train.rewards.accuracy_rewards import (
     ExactMatchParams,
+    MathMatchParams,
     NumericMatchParams,
     exact_match,
     extract_final_number,
+    math_match,
     numeric_match,
 )
 from felix_train.rewards.custom_rewards import CustomParams, _load_function, custom
@@ -84,6 +86,7 @@ __all__ = [
     "json_schema",
     "json_valid",
     "length_penalty",
+    "math_match",
     "numeric_match",
     "parse_entities",
     "parse_reward_type",
@@ -208,6 +211,10 @@ REWARDS: dict[str, RewardDef] = {
                   "1 if the completion's final number (#### / \\boxed{} / 'answer is' / last number) equals the "
                   "gold answer's, else 0 (GSM8K style).",
                   lambda p, t, row: numeric_match(t, row[p.column], tolerance=p.tolerance)),
+        RewardDef("math_match", math_match, MathMatchParams, _column,
+                  "1 if the completion's final answer equals the gold answer mathematically (math-verify: LaTeX, "
+                  "\\boxed{}, fractions, 1/2 vs 0.5, sets, intervals), else 0; 0 when it gives no parsable answer.",
+                  lambda p, t, row: math_match(t, row[p.column], timeout_seconds=p.timeout_seconds)),
         RewardDef("regex_match", regex_match, RegexMatchParams, _no_columns,
                   "1 if the completion matches `pattern` (search, or fullmatch with `full`), else 0.",
                   lambda p, t, row: regex_match(t, p.pattern, full=p.full, ignore_case=p.ignore_case)),
