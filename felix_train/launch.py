@@ -30,7 +30,7 @@ from pathlib import Path
 from felix_train.jobs import (
     ErrorCode, ExitCode, JobError, JobFolder, JobStatus, atomic_write_json, felix_home, read_json, status_after_exit, utcnow,
 )
-from felix_train.spec import ACCELERATE_CONFIG_DIR, find_accelerate_config  # noqa: F401 - re-exported
+from felix_train.spec_files import ACCELERATE_CONFIG_DIR, find_accelerate_config  # noqa: F401 - re-exported
 
 EXIT_FILE_ENV = "FELIX_EXIT_FILE"
 """Set by `launch_distributed`: where rank 0 writes its exit code (`{"exit_code": N}`) for the launching process."""
