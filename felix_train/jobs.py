@@ -6,6 +6,7 @@ the CLI. It imports nothing heavy.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from felix_train.errors import JobNotFound
+from felix_train.errors import CheckpointNotFound, DatasetError, FelixError, JobNotFound, ModelNotAvailable, SpecError
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
@@ -43,13 +44,25 @@ class JobStatus(str, Enum):
 
 
 class ExitCode(IntEnum):
-    """Exit codes of a run (DESIGN.md)."""
+    """Exit codes of a run (DESIGN.md).
+
+    | code | name | meaning |
+    |---|---|---|
+    | 0 | complete | the job is complete (or was already) |
+    | 1 | failed | the run failed; status.json has the error, train.log the traceback |
+    | 2 | spec invalid | the spec (or the job id) is invalid; nothing was trained |
+    | 3 | dataset invalid | a dataset is missing, not ready or of the wrong format |
+    | 4 | cancelled | a stop request ended the run after a checkpoint |
+    | 5 | busy | another run of the same job id holds the job folder; this one touched nothing |
+    | 75 | preempted | interrupted without a stop request; rerun the same spec to resume |
+    """
 
     COMPLETE = 0
     FAILED = 1
     SPEC_INVALID = 2
     DATASET_INVALID = 3
     CANCELLED = 4
+    BUSY = 5
     PREEMPTED = 75
 
 
@@ -60,7 +73,13 @@ def status_after_exit(rc: int, *, file_status: str | None, stop_requested: bool 
     `file_status` is what the run left in status.json; `stop_requested` whether a stop was asked for
     (a stop outranks a preemption); `terminated` whether the caller itself signalled the run (a worker
     shutting down), so a SIGTERM/SIGKILL death counts as a preemption, not a failure.
+
+    `BUSY` (another run holds the job folder) maps to `requested`: this run did nothing and wrote nothing; the
+    job's state is the live run's, and a queue may offer the job again (its next run finds it complete, or
+    resumes it). A caller must not write that state into status.json: it belongs to the live run.
     """
+    if rc == ExitCode.BUSY:
+        return JobStatus.REQUESTED
     if rc == ExitCode.COMPLETE:
         return JobStatus.COMPLETE if file_status == JobStatus.COMPLETE.value else JobStatus.FAILED
     if rc == ExitCode.CANCELLED:
@@ -86,25 +105,84 @@ class Progress(BaseModel):
     eta_s: float | None = None
 
 
+class ErrorCode(str, Enum):
+    """`status.json`'s `error.code`: why a job failed, in a stable word an API answers with (`{code, message,
+    param}`); `error.where` (an internal file and line) stays in status.json and train.log for operators.
+
+    | code | when |
+    |---|---|
+    | `spec_invalid` | the spec is invalid (a stored spec differs, a field is out of range, ...) |
+    | `dataset_invalid` | a dataset is missing, not `ready`, of the wrong format, or has a bad record |
+    | `model_not_available` | the base model cannot be materialised (offline, not in the cache) |
+    | `checkpoint_not_found` | the `base_model` checkpoint UUID (or a resume checkpoint) is gone |
+    | `report_to_unavailable` | a tracker of `engine.report_to` is not installed where the job runs |
+    | `busy` | another run holds the job folder (never written: the refused run touches nothing) |
+    | `out_of_memory` | the worker saw the kernel's OOM killer end the run (the worker sets it) |
+    | `killed` | the run was killed by a signal (the worker sets it) |
+    | `preempted_too_often` | the run was requeued more often than the worker allows (the worker sets it) |
+    | `internal` | anything else: `message` says what, train.log has the traceback |
+    """
+
+    SPEC_INVALID = "spec_invalid"
+    DATASET_INVALID = "dataset_invalid"
+    MODEL_NOT_AVAILABLE = "model_not_available"
+    CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
+    REPORT_TO_UNAVAILABLE = "report_to_unavailable"
+    BUSY = "busy"
+    OUT_OF_MEMORY = "out_of_memory"
+    KILLED = "killed"
+    PREEMPTED_TOO_OFTEN = "preempted_too_often"
+    INTERNAL = "internal"
+
+
+DATASET_ERROR_TYPES = frozenset({"dataset_not_found", "dataset_not_ready", "dataset_format_mismatch"})
+"""SpecError item types that make a spec error a dataset error (exit code 3, `dataset_invalid`)."""
+
+_ITEM_CODES = [(DATASET_ERROR_TYPES, ErrorCode.DATASET_INVALID),
+               (frozenset({"report_to_unavailable"}), ErrorCode.REPORT_TO_UNAVAILABLE),
+               (frozenset({"unknown_checkpoint"}), ErrorCode.CHECKPOINT_NOT_FOUND)]
+"""A SpecError whose items all have types of one set gets that set's code; any other SpecError `spec_invalid`."""
+
+_CLASS_CODES = [(DatasetError, ErrorCode.DATASET_INVALID), (ModelNotAvailable, ErrorCode.MODEL_NOT_AVAILABLE),
+                (CheckpointNotFound, ErrorCode.CHECKPOINT_NOT_FOUND)]
+
+
+def error_code_of(err: BaseException) -> ErrorCode:
+    """The stable `ErrorCode` of an error that ended a job (`internal` for anything unforeseen)."""
+    if isinstance(err, SpecError):
+        types = {e.type for e in err.errors}
+        for item_types, code in _ITEM_CODES:
+            if types and types <= item_types:
+                return code
+        return ErrorCode.SPEC_INVALID
+    for cls, code in _CLASS_CODES:
+        if isinstance(err, cls):
+            return code
+    return ErrorCode.INTERNAL
+
+
 class JobError(BaseModel):
-    """`status.json`'s `error`: why a job failed (type, message, where it was raised, field-level items)."""
+    """`status.json`'s `error`: why a job failed (a stable `code`, type, message, where it was raised,
+    field-level items). `code` is an `ErrorCode` value; an API shows `code` and `message`, never `where`."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str
     message: str
+    code: str = ErrorCode.INTERNAL.value
     where: str = ""
     errors: list[dict[str, Any]] = []
 
     @classmethod
     def of(cls, err: BaseException, message: str | None = None) -> JobError:
-        """The error of a job that `err` ended: its type, `message` (default `str(err)`), the innermost frame
-        (`file:line in function`) and the field-level items of a `FelixError` that carries them."""
+        """The error of a job that `err` ended: its code (`error_code_of`), type, `message` (default
+        `str(err)`), the innermost frame (`file:line in function`) and the field-level items of a `FelixError`
+        that carries them."""
         frames = traceback.extract_tb(err.__traceback__)
         where = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
         items = err.to_list() if hasattr(err, "to_list") else []
-        return cls(type=type(err).__name__, message=str(err) if message is None else message, where=where,
-                   errors=items)
+        return cls(type=type(err).__name__, message=str(err) if message is None else message,
+                   code=error_code_of(err).value, where=where, errors=items)
 
 
 class JobState(BaseModel):
@@ -324,6 +402,85 @@ class JobFolder:
 
     def delete(self) -> None:
         shutil.rmtree(self.root, ignore_errors=False)
+
+    def lock(self) -> JobLock:
+        """This folder's exclusive run lock (not yet taken: `acquire()` it, or use it in a `with` block)."""
+        return JobLock(self)
+
+
+LOCK_FILE = ".lock"
+"""`jobs/<id>/.lock`: the file a run holds an exclusive `flock` on (`JobLock`); its content is the holder's pid."""
+
+
+class JobBusy(FelixError):
+    """Another run of the same job id holds the job folder (`JobLock`); exit code 5 (`ExitCode.BUSY`)."""
+
+    exit_code = ExitCode.BUSY
+
+    def __init__(self, job_id: str, pid: int | None):
+        self.job_id = job_id
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(f"job {job_id} is already running ({holder}); wait for it or stop it with "
+                         f"`felix-train jobs stop {job_id}`")
+
+
+class JobLock:
+    """An exclusive lock on one job folder: an OS lock (`fcntl.flock`) on `jobs/<id>/.lock`, held while the
+    lock file stays open. The kernel drops it when its holder exits, however it exits (a kill -9 included), so
+    a lock is never stale. The file is never removed (removing it would let two runs lock two different files).
+
+    `acquire()` creates the job folder if need be (nothing else in it is touched) and raises `JobBusy` naming
+    the holder's pid when another process holds the lock; `release()` (or leaving the `with` block) drops it.
+    """
+
+    def __init__(self, job: JobFolder):
+        self.job = job
+        self.path = job.root / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> JobLock:
+        """Take the lock at once or raise `JobBusy` (never waits)."""
+        if self._fd is not None:
+            return self
+        self.job.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise JobBusy(self.job.id, pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the last descriptor of the open file drops the flock
+
+    def __enter__(self) -> JobLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def list_jobs(home: str | os.PathLike | None = None) -> list[dict]:

@@ -7,7 +7,9 @@ message) with `raise ... from err`.
 
 `iter_jsonl_lines(path)` is the same reader for a caller that reports every bad line at once (the
 dataset validator): a bad line yields its `JSONLError` in place of the record, and reading goes on.
-`JSONLError.kind` says what is wrong (`invalid_utf8` or `invalid_json`). Pure Python: no torch.
+`JSONLError.kind` says what is wrong (`invalid_utf8`, `invalid_json`, or `duplicate_key`: a key twice in one
+object, which `json` would read as the last value without a word). `reject_duplicate_keys` is the
+`object_pairs_hook` that refuses such a key, for any JSON reader (specs too). Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -20,10 +22,33 @@ from typing import Any
 
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
+DUPLICATE_KEY = "duplicate_key"
+
+
+class DuplicateKeyError(ValueError):
+    """A key repeated in one JSON object (or YAML mapping); `line` where the reader knows it."""
+
+    def __init__(self, key: Any, line: int | None = None):
+        self.key = key
+        self.line = line
+        super().__init__(f"duplicate key {key!r}" + (f" at line {line}" if line else ""))
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads(..., object_pairs_hook=reject_duplicate_keys)`: the object, or `DuplicateKeyError`."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return obj
 
 
 class JSONLError(ValueError):
-    """A line of a JSONL file that is not valid JSON (`kind` "invalid_json") or not UTF-8 ("invalid_utf8")."""
+    """A line of a JSONL file that is not valid JSON (`kind` "invalid_json"), not UTF-8 ("invalid_utf8") or
+    repeats a key in one object ("duplicate_key")."""
 
     def __init__(self, path: str | os.PathLike, line: int, message: str, kind: str = INVALID_JSON):
         self.path = Path(path)
@@ -56,7 +81,12 @@ def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = json.loads(text, object_pairs_hook=reject_duplicate_keys)
+            except DuplicateKeyError as err:
+                error = JSONLError(path, lineno, f"duplicate key {json.dumps(err.key, ensure_ascii=False)} in one "
+                                   "object; a key may appear once (the second would silently win): remove one",
+                                   DUPLICATE_KEY)
+                error.__cause__ = err
             except json.JSONDecodeError as err:
                 error = JSONLError(path, lineno, f"invalid JSON at column {err.colno}: {err.msg}")
                 error.__cause__ = err

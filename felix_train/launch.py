@@ -2,7 +2,10 @@
 
 - Rank and world detection (`distributed_rank`, `under_launcher`) from the launcher's environment.
 - The bundled accelerate configs, shipped as package data (`felix_train/configs/accelerate/*.yaml`):
-  `accelerate_config("ddp")` resolves a name or a path for `engine.distributed.config`.
+  `accelerate_config("ddp")` resolves a name or a path for `engine.distributed.config` (checked at validation
+  by `felix_train.spec.find_accelerate_config`: a YAML mapping with `distributed_type`).
+- The job's lock (`JobLock`): the launching process holds it for the whole run and names itself to its ranks
+  (`LOCK_HOLDER_ENV`), so rank 0 of its own launch is not refused (`lock_held_by_launcher`).
 - `launch_command` / `launch_distributed`: a spec with `engine.distributed.num_processes` above 1, run as one
   process (`python -m felix_train SPEC`, the worker, `run_job`), starts `accelerate launch` for itself,
   forwards SIGTERM/SIGINT to the ranks and returns rank 0's exit code, which rank 0 writes to the exit file
@@ -22,16 +25,19 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from importlib.resources import files
 from pathlib import Path
 
-from felix_train.errors import ErrorItem, SpecError
 from felix_train.jobs import (
-    ExitCode, JobError, JobFolder, JobStatus, atomic_write_json, felix_home, read_json, status_after_exit, utcnow,
+    ErrorCode, ExitCode, JobError, JobFolder, JobStatus, atomic_write_json, felix_home, read_json, status_after_exit, utcnow,
 )
+from felix_train.spec_files import ACCELERATE_CONFIG_DIR, find_accelerate_config  # noqa: F401 - re-exported
 
 EXIT_FILE_ENV = "FELIX_EXIT_FILE"
 """Set by `launch_distributed`: where rank 0 writes its exit code (`{"exit_code": N}`) for the launching process."""
+
+LOCK_HOLDER_ENV = "FELIX_JOB_LOCK"
+"""Set by `launch_distributed` for its ranks: `<job_id>:<pid>` of the launching process, which holds the job's lock
+(`felix_train.jobs.JobLock`) for the whole run, so its rank 0 does not take it again (`lock_held_by_launcher`)."""
 
 ACCELERATE_CONFIG_ENV = "FELIX_ACCELERATE_CONFIG"
 """The accelerate config for distributed specs that name none (`engine.distributed.config` wins)."""
@@ -40,9 +46,6 @@ MACHINE_ENV = {"FELIX_NUM_MACHINES": "--num_machines", "FELIX_MACHINE_RANK": "--
                "FELIX_MAIN_PROCESS_IP": "--main_process_ip", "FELIX_MAIN_PROCESS_PORT": "--main_process_port"}
 """Several machines: each runs `python -m felix_train SPEC` with these set (scripts/slurm/felix.sbatch does), and
 its launcher gets the matching `accelerate launch` flags; `num_processes` counts the processes of all machines."""
-
-ACCELERATE_CONFIG_DIR = Path(str(files("felix_train") / "configs" / "accelerate")).resolve()
-"""Bundled accelerate configs (package data): `engine.distributed.config: ddp` names `<this dir>/ddp.yaml`."""
 
 DIST_TIMEOUT_S = 1800
 """Collective timeout (HF's `ddp_timeout` default): how long a rank waits at a barrier, e.g. for rank 0's save."""
@@ -71,6 +74,21 @@ def under_launcher() -> bool:
 def launched_rank() -> bool:
     """Whether this process is a rank of a `launch_distributed` run (it then reports to the exit file)."""
     return bool(os.environ.get(EXIT_FILE_ENV)) and under_launcher()
+
+
+def lock_held_by_launcher(job_id: str) -> bool:
+    """Whether this process is a rank of a `launch_distributed` run of `job_id` whose launching process (an
+    ancestor of this one, named by `LOCK_HOLDER_ENV`) holds the job's lock. A stray variable naming another job,
+    or a process that is not an ancestor, does not count."""
+    held_id, _, pid = os.environ.get(LOCK_HOLDER_ENV, "").rpartition(":")
+    if held_id != job_id or not pid.isdigit():
+        return False
+    import psutil
+
+    try:
+        return int(pid) in {p.pid for p in psutil.Process().parents()}
+    except psutil.Error:
+        return False
 
 
 def write_exit_code(code: int) -> None:
@@ -126,28 +144,17 @@ def main_first():
 # -- the launching process -----------------------------------------------------------------------------------
 
 def accelerate_config(config: str | None) -> Path | None:
-    """The accelerate config file for `engine.distributed.config` (default `$FELIX_ACCELERATE_CONFIG`).
-
-    A path (absolute, or relative to the working directory), or the name of a bundled config
-    (`ddp`, `fsdp`, `deepspeed-zero2`, `deepspeed-zero3`, `multi-node`: `felix_train/configs/accelerate/<name>.yaml`, package data).
+    """The accelerate config file for `engine.distributed.config` (default `$FELIX_ACCELERATE_CONFIG`), checked
+    by `felix_train.spec.find_accelerate_config` (a path, or a bundled name; a YAML mapping with
+    `distributed_type`).
 
     Raises:
-        SpecError: no such file.
+        SpecError: no such file, or not an accelerate config.
     """
     config = config or os.environ.get(ACCELERATE_CONFIG_ENV) or None
     if config is None:
         return None
-    path = Path(config).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, ACCELERATE_CONFIG_DIR / path,
-                                                    ACCELERATE_CONFIG_DIR / f"{config}.yaml"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    bundled = sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob("*.yaml")) if ACCELERATE_CONFIG_DIR.is_dir() else []
-    raise SpecError([ErrorItem(("engine", "distributed", "config"),
-                           f"no accelerate config {config!r} (looked in {', '.join(str(c) for c in candidates)}); "
-                           f"give a path to one, or a bundled name: {', '.join(bundled) or 'none found'}",
-                           "accelerate_config_not_found")])
+    return find_accelerate_config(config)[0]
 
 
 def launch_command(spec_path: Path, *, job_id: str, home: Path, num_processes: int,
@@ -260,7 +267,8 @@ def launch_distributed(data: dict, *, job_id: str, home, num_processes: int, con
         spec_path = job.work_dir / f"launch-spec.{machine_rank}.json"
         atomic_write_json(spec_path, data)
     cmd = launch_command(spec_path, job_id=job_id, home=home, num_processes=num_processes, config=config)
-    env = dict(os.environ, **{EXIT_FILE_ENV: str(exit_path), "PYTHONUNBUFFERED": "1"})
+    env = dict(os.environ, **{EXIT_FILE_ENV: str(exit_path), "PYTHONUNBUFFERED": "1",
+                              LOCK_HOLDER_ENV: f"{job_id}:{os.getpid()}"})
     package_root = str(Path(__file__).resolve().parents[1])  # `-m felix_train` imports this very package
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_root not in paths:
@@ -313,7 +321,8 @@ def launch_distributed(data: dict, *, job_id: str, home, num_processes: int, con
         after = status_after_exit(code, file_status=status.get("status"))  # requested (resumable) or failed
         if after == JobStatus.FAILED:
             reporter.update_status(status=after, finished_at=utcnow(),
-                                   error=JobError(type="LaunchFailed", message=message, where="launcher", errors=[]))
+                                   error=JobError(type="LaunchFailed", message=message, code=ErrorCode.INTERNAL.value,
+                                                  where="launcher", errors=[]))
         else:
             reporter.update_status(status=after)
     return int(code)

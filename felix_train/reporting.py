@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from felix_train.jobs import JobFolder, JobState, Progress, append_line, read_json, utcnow
+from felix_train.jobs import JobFolder, JobState, Progress, append_line, atomic_write_bytes, read_json, utcnow
 
 
 def _jsonable(value: Any) -> Any:
@@ -61,6 +61,31 @@ class Reporter:
         append_line(self.job.metrics_path, json.dumps(record))
         if self.tensorboard:
             self._tb_write(step, metrics)
+
+    def cut_metrics(self, step: int) -> int:
+        """Keep the metrics.jsonl lines with `step` ≤ `step` (a resumed run repeats the steps after its checkpoint;
+        their old lines would appear twice); a torn or unreadable line goes too. Atomic: the kept lines are written
+        to a temp file renamed over metrics.jsonl. Returns how many lines were removed (main process only)."""
+        path = self.job.metrics_path
+        if not self.is_main or not path.exists():
+            return 0
+        kept, removed = [], 0
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                    ok = isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+                except ValueError:
+                    ok = False
+                if ok:
+                    kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
+                else:
+                    removed += 1
+        if removed:
+            atomic_write_bytes(path, b"".join(kept))
+        return removed
 
     def read_metrics(self) -> list[dict]:
         if not self.job.metrics_path.exists():

@@ -3,8 +3,16 @@
 `run_job(spec)` is what `python -m felix_train SPEC`, `accelerate launch -m felix_train
 SPEC` and orchestrator workers call. It catches errors once, at its edge: a failed
 job gets `failed`, its error in status.json and its traceback in train.log, and keeps
-its logs and checkpoints. Exit codes (DESIGN.md): 0 complete, 1 failed, 2 spec
-invalid, 3 dataset invalid, 4 cancelled by a stop request, 75 preempted (resumable).
+its logs and checkpoints. Exit codes (DESIGN.md, `ExitCode`): 0 complete, 1 failed, 2 spec
+invalid (a bad job id too), 3 dataset invalid, 4 cancelled by a stop request, 5 busy (another
+run of the same job id holds its folder: this run is refused at once and touches nothing of it),
+75 preempted (resumable).
+
+One run per job: the run holds an exclusive OS lock on `jobs/<id>/.lock` (`JobLock`, `fcntl.flock`)
+from before it touches the folder until it ends; the kernel drops it with its holder (a kill -9 never
+leaves a stale one). On a resume, metrics.jsonl is cut back to the resumed checkpoint's step and stale
+`work/staging-*` folders are removed. Every ending writes its last log lines before its status, so a
+follower that stops at a terminal status has read the whole log.
 
 status.json is written as a typed `JobState` (`JobFolder.write_state` / `update_state`, through the
 reporter), its `error` a `JobError`; a new job gets `felix_train.jobs.new_job_id()`.
@@ -21,6 +29,7 @@ has written the outcome. A spec with `engine.distributed.num_processes` above 1 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import traceback
 from pathlib import Path
@@ -30,13 +39,13 @@ from felix_train.catalog import Algorithm, ModelFamily, is_checkpoint_uuid
 from felix_train.checkpoints import CheckpointManager, find_checkpoint
 from felix_train.errors import DatasetError, ErrorItem, FelixError, SpecError
 from felix_train.jobs import (
-    ExitCode, JobError, JobFolder, JobState, JobStatus, Progress, atomic_write_json, new_job_id, status_after_exit,
-    utcnow,
+    DATASET_ERROR_TYPES, ExitCode, JobBusy, JobError, JobFolder, JobLock, JobState, JobStatus, Progress,
+    atomic_write_json, new_job_id, status_after_exit, utcnow, validate_job_id,
 )
 from felix_train.launch import (  # noqa: F401 - re-exported: `felix_train.runner.<name>` keeps working
     ACCELERATE_CONFIG_DIR, ACCELERATE_CONFIG_ENV, DIST_TIMEOUT_S, EXIT_FILE_ENV, MACHINE_ENV, accelerate_config,
     die_with_parent, distributed_rank, init_distributed, launch_command, launch_distributed, launched_rank,
-    leave_distributed, main_first, say, under_launcher, write_exit_code,
+    leave_distributed, lock_held_by_launcher, main_first, say, under_launcher, write_exit_code,
 )
 from felix_train.reporting import Reporter
 from felix_train.spec import REPORT_TO_PACKAGES, JobSpec, ReportTo, load_spec_file, spec_from_json, validate_spec
@@ -49,9 +58,6 @@ BEST_METRIC: dict[tuple[ModelFamily, Algorithm], tuple[str, bool]] = {
     (ModelFamily.CAUSAL_LM, Algorithm.DPO): ("eval_rewards/accuracies", True),
     (ModelFamily.CAUSAL_LM, Algorithm.GRPO): ("reward", True),
 }
-
-DATASET_ERROR_TYPES = {"dataset_not_found", "dataset_not_ready", "dataset_format_mismatch"}
-
 
 def _spec_exit_code(err: SpecError) -> ExitCode:
     if err.errors and all(e.type in DATASET_ERROR_TYPES for e in err.errors):
@@ -107,6 +113,7 @@ def _run_job(spec, *, job_id, home, echo, rank: int, world: int) -> int:
     is_main = rank == 0
 
     # 1. load and validate
+    invalid: SpecError | None = None
     try:
         data = spec if isinstance(spec, (dict, JobSpec)) else load_spec_file(spec)
         if isinstance(data, JobSpec):
@@ -121,16 +128,51 @@ def _run_job(spec, *, job_id, home, echo, rank: int, world: int) -> int:
     except SpecError as err:
         if is_main:
             say(str(err))
-        code = _spec_exit_code(err)
-        if job_id:  # a queued job: the worker and API must see why it failed
-            job = JobFolder(job_id, home)
-            _fail_early(job, Reporter(job, is_main=is_main, echo=False), err, str(err))
-        return int(code)
+        invalid = err
+    else:
+        job_id = job_id or resolved.engine.job_id or new_job_id()
 
-    job_id = job_id or resolved.engine.job_id or new_job_id()
-    if launch:
-        return launch_distributed(data, job_id=job_id, home=home, num_processes=resolved.engine.distributed.num_processes,
-                                  config=config, echo=echo)
+    # 2. the job id names a folder; nothing of it is touched before this run holds its lock
+    if job_id is not None:
+        try:
+            validate_job_id(job_id)
+        except ValueError as err:
+            if is_main:
+                say(f"invalid job id: {err}; pick another `--job-id`")
+            return int(_spec_exit_code(invalid) if invalid is not None else ExitCode.SPEC_INVALID)
+    try:
+        lock = _take_lock(job_id, home, rank)
+    except JobBusy as err:
+        say(str(err))
+        return int(ExitCode.BUSY)
+    try:
+        if invalid is not None:
+            if job_id:  # a queued job: the worker and API must see why it failed
+                job = JobFolder(job_id, home)
+                _fail_early(job, Reporter(job, is_main=is_main, echo=False), invalid, str(invalid))
+            return int(_spec_exit_code(invalid))
+        if launch:
+            return launch_distributed(data, job_id=job_id, home=home,
+                                      num_processes=resolved.engine.distributed.num_processes, config=config, echo=echo)
+        return _run_here(resolved, job_id=job_id, home=home, echo=echo, is_main=is_main, world=world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_lock(job_id: str | None, home, rank: int) -> JobLock | None:
+    """The job folder's lock (`JobLock`), taken by the process that owns the run: rank 0 (or the one process of a
+    run without a launcher), or the launching process of a `launch_distributed` run, whose rank 0 then finds it
+    held by its ancestor (`lock_held_by_launcher`). Other ranks, and the launching processes of machines other
+    than machine 0 (`FELIX_MACHINE_RANK`), take none. Raises `JobBusy` when another run holds it."""
+    if job_id is None or rank != 0 or lock_held_by_launcher(job_id):
+        return None
+    if not under_launcher() and int(os.environ.get("FELIX_MACHINE_RANK") or 0) != 0:
+        return None
+    return JobFolder(job_id, home).lock().acquire()
+
+
+def _run_here(resolved: JobSpec, *, job_id: str, home, echo: bool, is_main: bool, world: int) -> int:
     job = JobFolder(job_id, home)
     reporter = Reporter(job, is_main=is_main, echo=echo and is_main,
                         tensorboard=ReportTo.TENSORBOARD in resolved.engine.report_to)
@@ -223,6 +265,12 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             barrier()  # rank 0 has set the job up (status, stale STOP cleared) before any other rank reads it
         check_trackers(resolved)
         resume_from = manager.latest()
+        if is_main:  # what a killed run left behind: metric lines past the checkpoint resumed, staged checkpoints
+            cut = reporter.cut_metrics(resume_from.step if resume_from else 0)
+            if cut:
+                reporter.log(f"metrics.jsonl: {cut} line(s) after step {resume_from.step if resume_from else 0} "
+                             "removed (logged after the last checkpoint; training repeats those steps)")
+            _remove_stale_staging(job)
         reporter.update_status(status=JobStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None,
                                attempts=int(reporter.status().get("attempts") or 0) + 1)
         reporter.log(f"job {job.id} ({resolved.name}): {entry.id} {resolved.training_type.value} "
@@ -272,37 +320,44 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
         reporter.log(f"job failed: {message}", level="ERROR")
         if not isinstance(err, FelixError):
             reporter.log("".join(traceback.format_exception(err)), level="ERROR")
-        reporter.update_status(status=JobStatus.FAILED, finished_at=utcnow(), error=JobError.of(err, message))
         reporter.write_loss_plot()
+        reporter.update_status(status=JobStatus.FAILED, finished_at=utcnow(), error=JobError.of(err, message))
         if not isinstance(err, Exception):
             raise
         return code
 
+    # every ending logs first and writes its status last: a follower (`jobs logs ID -f`) stops at a terminal
+    # status, so the log must be whole by then
     last = result.last_checkpoint or manager.latest()
+    reporter.write_loss_plot()
     if result.outcome == Outcome.COMPLETE:
         metrics = dict(result.metrics)
-        reporter.update_status(status=JobStatus.COMPLETE, finished_at=utcnow(), metrics=metrics)
-        reporter.write_loss_plot()
         reporter.log(f"job complete: model in {job.model_dir}")
         summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         if summary:
             reporter.log(f"metrics: {summary}")
         code = ExitCode.COMPLETE
+        reporter.update_status(status=JobStatus.COMPLETE, finished_at=utcnow(), metrics=metrics)
     elif result.outcome == Outcome.STOPPED:
         if is_main:
             job.clear_stop()
         code = ExitCode.CANCELLED
-        reporter.update_status(status=status_after_exit(code, file_status=None), finished_at=utcnow())
-        reporter.write_loss_plot()
         reporter.log(f"stopped on request; checkpoint {last.uuid if last else None}; status cancelled")
+        reporter.update_status(status=status_after_exit(code, file_status=None), finished_at=utcnow())
     else:
         code = ExitCode.PREEMPTED
-        reporter.update_status(status=status_after_exit(code, file_status=None))
-        reporter.write_loss_plot()
         reporter.log(f"preempted; checkpoint {last.uuid if last else None}; rerun the same spec with job id "
                      f"{job.id} to resume")
+        reporter.update_status(status=status_after_exit(code, file_status=None))
     barrier()  # the ranks leave together, once rank 0 has written the outcome
     return code
+
+
+def _remove_stale_staging(job: JobFolder) -> None:
+    """Remove `work/staging-*` folders a killed run left (each a whole uncommitted checkpoint). Rank 0, before
+    training, under the job's lock: no other run is staging. (Becomes `CheckpointManager.remove_stale_staging()`.)"""
+    for staged in job.work_dir.glob("staging-*"):
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _device() -> str:

@@ -10,12 +10,10 @@ Light on purpose: importing this module never imports torch.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import secrets
 from datetime import datetime, timezone
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,6 +29,9 @@ from felix_train.catalog import (
 )
 from felix_train.errors import CheckpointNotFound, ErrorItem, SpecError
 from felix_train.jobs import JOB_ID_PATTERN
+from felix_train.spec_files import (  # noqa: F401 - re-exported: `felix_train.spec.load_spec_file` keeps working
+    ACCELERATE_CONFIG_DIR, find_accelerate_config, load_spec_file,
+)
 from felix_train.rl_config import RL_PARAMS, DPOParams, GRPOParams, grpo_batch_errors
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,127}$"
@@ -106,7 +107,8 @@ class EngineSpec(_Strict):
     home: str | None = Field(None, description="Output root; default `$FELIX_HOME` (~/.felix).")
     dataset_owner: int | None = Field(None, ge=0, description="Set by the service: the user whose datasets the names "
                                       "refer to (theirs, then the built-ins); absent: the shared registry.")
-    seed: int = Field(42, ge=0, description="Seed for data order, splits and initialisation.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed for data order, splits and initialisation "
+                      "(0 ≤ seed < 2**32, what numpy and torch accept).")
     batch_size: int | None = Field(None, ge=1, le=4096, description="Per-device batch size; default from the catalog.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     max_length: int | None = Field(None, ge=8, le=1_000_000, description="Maximum tokens per record; default from the catalog.")
@@ -183,31 +185,7 @@ class JobSpec(_Strict):
         return data
 
 
-# -- loading ------------------------------------------------------------------------------
-
-def load_spec_file(path: str | os.PathLike) -> dict:
-    """Read a YAML or JSON spec file into a dict; a parse error becomes a SpecError with the line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise SpecError([ErrorItem((), f"spec file {str(path)!r} does not exist", "file_not_found")]) from err
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise SpecError([ErrorItem((), f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}", "json_invalid")]) from err
-    except Exception as err:  # yaml.YAMLError carries a mark with the line
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise SpecError([ErrorItem((), f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}", "yaml_invalid")]) from err
-    if not isinstance(data, dict):
-        raise SpecError([ErrorItem((), f"{path}: a spec is a mapping of fields, got {type(data).__name__}", "model_type")])
-    return data
+# -- loading: `felix_train.spec_files` (load_spec_file, find_accelerate_config) --------------------------------
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -256,27 +234,9 @@ def generate_name(base_model: str, algorithm: str) -> str:
 
 
 
-def _sharded_launch(config: str | None) -> str | None:
-    """'FSDP' or 'DeepSpeed' when `engine.distributed.config` names such a launch (a bundled name or a YAML file
-    whose `distributed_type` says so); None otherwise or when the file cannot be read (the runner reports that)."""
-    if not config:
-        return None
-    name = Path(config).name.lower()
-    kind = None
-    if name.startswith("fsdp"):
-        kind = "FSDP"
-    elif name.startswith("deepspeed"):
-        kind = "DeepSpeed"
-    path = Path(config)
-    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
-        try:
-            import yaml
-
-            dtype = str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type", "")).upper()
-        except (OSError, ValueError, AttributeError, yaml.YAMLError):
-            return kind
-        kind = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(dtype)
-    return kind
+def _sharded_launch(accelerate: dict) -> str | None:
+    """'FSDP' or 'DeepSpeed' when an accelerate config's `distributed_type` says so; None otherwise."""
+    return {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(str(accelerate.get("distributed_type", "")).upper())
 
 
 def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None,
@@ -294,6 +254,13 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
         raise SpecError(_convert(err, JobSpec)) from None
     home = home if home is not None else spec.engine.home
     errors: list[ErrorItem] = []
+
+    accelerate = None
+    if spec.engine.distributed.config:
+        try:
+            accelerate = find_accelerate_config(spec.engine.distributed.config)[1]
+        except SpecError as err:
+            errors.extend(err.errors)
 
     # base model: a catalog id or a checkpoint UUID
     entry: BaseModelEntry | None = get_entry(spec.base_model)
@@ -351,7 +318,7 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
         if entry.family == ModelFamily.GLINER2 and spec.engine.packing is True:
             errors.append(ErrorItem(("engine", "packing"), "packing applies to decoder LLM SFT only; remove it for GLiNER2",
                                     "packing_not_supported"))
-        sharded = _sharded_launch(spec.engine.distributed.config)
+        sharded = _sharded_launch(accelerate) if accelerate else None
         if entry.family == ModelFamily.GLINER2 and sharded:
             errors.append(ErrorItem(("engine", "distributed", "config"), f"GLiNER2 jobs train with DDP only; "
                                     f"{spec.engine.distributed.config!r} is a {sharded} launch. Set "

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from felix_train.catalog import Algorithm, ModelFamily
-from felix_train.jobs import JobFolder, JobStatus
+from felix_train.jobs import JobFolder, JobState, JobStatus
 from felix_train.runner import ExitCode, run_job
 from felix_train.trainers import TRAINERS
 from felix_train.trainers.context import Outcome, StopReason, TrainResult
@@ -190,3 +190,161 @@ def test_a_tracker_whose_package_is_missing_fails_the_job_at_start(fake, monkeyp
     (item,) = status["error"]["errors"]
     assert item["loc"] == ["engine", "report_to", 0] and item["type"] == "report_to_unavailable"
     assert "pip install tensorboard" in item["msg"]
+    assert status["error"]["code"] == "report_to_unavailable"
+
+
+# -- issue 16: one run per job, whole logs for followers, clean resumes, error codes -------------------------------
+
+def _snapshot(job: JobFolder) -> dict:
+    """Every file of a job folder (the lock file aside) and its bytes."""
+    return {str(p.relative_to(job.root)): p.read_bytes() for p in sorted(job.root.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def _pretend_running(job_id: str) -> JobFolder:
+    job = JobFolder(job_id)
+    job.create()
+    job.write_state(JobState(id=job_id, status=JobStatus.RUNNING))
+    job.log_path.write_text("2024-01-01T00:00:00+00:00 INFO  training\n")
+    job.request_stop()
+    return job
+
+
+def test_a_second_run_of_a_running_job_is_refused_and_touches_nothing(fake, capsys):
+    """#1: another run holds the job's lock: exit 5 at once, a message naming the holder, the folder untouched
+    (status.json, train.log, STOP), even for a spec that is itself invalid."""
+    import os
+
+    from felix_train.jobs import status_after_exit
+
+    job = _pretend_running("dup")
+    before = _snapshot(job)
+    with job.lock():
+        capsys.readouterr()
+        assert run_job(spec("ok"), job_id="dup") == ExitCode.BUSY == 5
+        err = capsys.readouterr().err
+        assert f"job dup is already running (pid {os.getpid()})" in err and "felix-train jobs stop dup" in err
+        bad = spec("ok")
+        bad["learning_rate"] = -1
+        assert run_job(bad, job_id="dup") == ExitCode.BUSY
+        assert _snapshot(job) == before
+        assert "status_during_run" not in SEEN
+    # a worker requeues a refused duplicate without writing its state: the live run's state is the job's
+    assert status_after_exit(ExitCode.BUSY, file_status="running") == JobStatus.REQUESTED
+
+
+def test_the_lock_dies_with_its_holder(fake, tmp_path):
+    """#1: a run killed -9 leaves no stale lock: the next run of the job goes ahead."""
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from felix_train.jobs import JobFolder; "
+         "l = JobFolder(sys.argv[1]).lock().acquire(); print('locked', flush=True); time.sleep(600)", "k9"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_job(spec("ok"), job_id="k9") == ExitCode.BUSY
+        assert not JobFolder("k9").status_path.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert run_job(spec("ok"), job_id="k9") == ExitCode.COMPLETE
+
+
+def test_the_ranks_of_a_launch_are_not_refused_by_their_launcher_s_lock(fake, monkeypatch):
+    """#1: `launch_distributed`'s launching process holds the lock and names itself (`FELIX_JOB_LOCK`) to its
+    ranks; its rank 0 (a descendant) runs, while the variable from a non-ancestor or for another job counts not."""
+    import os
+
+    from felix_train.launch import LOCK_HOLDER_ENV, lock_held_by_launcher
+
+    monkeypatch.setenv(LOCK_HOLDER_ENV, f"jl:{os.getpid()}")
+    assert not lock_held_by_launcher("jl")  # this process is no ancestor of itself
+    monkeypatch.setenv(LOCK_HOLDER_ENV, f"other:{os.getppid()}")
+    assert not lock_held_by_launcher("jl")
+    monkeypatch.setenv(LOCK_HOLDER_ENV, f"jl:{os.getppid()}")  # as if our parent were the launching process
+    assert lock_held_by_launcher("jl")
+    with JobFolder("jl").lock():
+        assert run_job(spec("ok"), job_id="jl") == ExitCode.COMPLETE
+
+
+@pytest.mark.parametrize("mode,last_line,code", [
+    ("ok", "metrics: eval_f1=0.5, train_loss=0.2", ExitCode.COMPLETE),
+    ("stop", "stopped on request", ExitCode.CANCELLED),
+    ("preempt", "preempted; checkpoint", ExitCode.PREEMPTED),
+    ("explode", "boom at step 2", ExitCode.FAILED),
+])
+def test_the_log_is_whole_before_the_final_status(fake, monkeypatch, mode, last_line, code):
+    """#2: a follower stops at the final status, so every line of the ending is in train.log before it is
+    written (the complete job's last two lines, "job complete: model in ..." and "metrics: ...", included)."""
+    seen = []
+    real = JobFolder.update_state
+
+    def spy(self, **fields):
+        if fields.get("finished_at") or fields.get("status") == JobStatus.REQUESTED:
+            seen.append((fields.get("status"), self.log_path.read_text()))
+        return real(self, **fields)
+
+    monkeypatch.setattr(JobFolder, "update_state", spy)
+    assert run_job(spec(mode), job_id=f"log-{mode}") == code
+    status, log = seen[-1]
+    assert last_line in log, (status, log[-300:])
+    if mode == "ok":
+        assert "job complete: model in" in log
+
+
+def test_bad_input_exits_2_without_a_traceback(fake, tmp_path, capsys):
+    """#3: a Latin-1 spec file is a spec error naming the file and the byte; a job id that would leave
+    `$FELIX_HOME/jobs` is refused with exit 2, creating nothing."""
+    latin = tmp_path / "spec.yaml"
+    latin.write_bytes("base_model: felix/tiny-gliner2\nname: caf\xe9\ndatasets: [{name: ner}]\n".encode("latin-1"))
+    assert run_job(latin) == ExitCode.SPEC_INVALID
+    err = capsys.readouterr().err
+    assert str(latin) in err and "not UTF-8 at byte 40 (line 2: 0xe9)" in err and "Traceback" not in err
+    assert run_job(spec("ok"), job_id="../../escape") == ExitCode.SPEC_INVALID
+    err = capsys.readouterr().err
+    assert "invalid job id" in err and "'../../escape'" in err
+    assert not (fake / "escape").exists() and not (fake.parent / "escape").exists()
+    assert not (fake / "jobs").exists() or not any((fake / "jobs").iterdir())
+
+
+def test_resume_cuts_metrics_back_and_removes_stale_staging(fake):
+    """#6: lines logged after the resumed checkpoint are dropped (no step twice), a torn line too, and the
+    staging folders of a run killed while writing a checkpoint are removed."""
+    assert run_job(spec("preempt"), job_id="r1") == ExitCode.PREEMPTED
+    job = JobFolder("r1")
+    with open(job.metrics_path, "a") as fh:  # what a run killed after its checkpoint at step 3 logged
+        fh.write(json.dumps({"step": 4, "loss": 0.25}) + "\n" + '{"step": 5, "lo')
+    stale = job.work_dir / "staging-0123456789ab"
+    stale.mkdir(parents=True)
+    (stale / "weights.bin").write_bytes(b"x")
+    assert run_job(spec("preempt"), job_id="r1") == ExitCode.COMPLETE
+    steps = [json.loads(line)["step"] for line in job.metrics_path.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert not list(job.work_dir.glob("staging-*"))
+    assert "2 line(s) after step 3 removed" in job.log_path.read_text()
+
+
+def test_errors_carry_a_stable_code(fake, monkeypatch):
+    """#9: `error.code` is an `ErrorCode` an API can answer with; `where` stays for the log and operators."""
+    from felix_train.errors import CheckpointNotFound, ModelNotAvailable
+    from felix_train.jobs import ErrorCode, JobError
+
+    assert run_job(spec("explode"), job_id="c1") == ExitCode.FAILED
+    error = JobFolder("c1").read_status()["error"]
+    assert error["code"] == ErrorCode.INTERNAL == "internal" and "test_runner.py" in error["where"]
+    bad = spec("ok")
+    bad["learning_rate"] = -1
+    assert run_job(bad, job_id="c2") == ExitCode.SPEC_INVALID
+    assert JobFolder("c2").read_status()["error"]["code"] == "spec_invalid"
+    missing = spec("ok")
+    missing["datasets"] = [{"name": "nope"}]
+    assert run_job(missing, job_id="c3") == ExitCode.DATASET_INVALID
+    assert JobFolder("c3").read_status()["error"]["code"] == "dataset_invalid"
+    assert JobError.of(ModelNotAvailable("x")).code == "model_not_available"
+    assert JobError.of(CheckpointNotFound("x")).code == "checkpoint_not_found"
+    assert {c.value for c in ErrorCode} >= {"spec_invalid", "dataset_invalid", "model_not_available",
+                                           "checkpoint_not_found", "report_to_unavailable", "internal", "busy",
+                                           "out_of_memory", "killed", "preempted_too_often"}

@@ -96,6 +96,10 @@ INVALID = [
     ("bad-precision", base(engine={"precision": "int8"}), ("engine", "precision"), "literal_error"),
     ("num-processes-zero", base(engine={"distributed": {"num_processes": 0}}), ("engine", "distributed", "num_processes"), "greater_than_equal"),
     ("wandb-on-gliner", base(engine={"report_to": ["tensorboard", "wandb"]}), ("engine", "report_to"), "report_to_not_supported"),
+    ("seed-too-big", base(engine={"seed": 99999999999999999999999}), ("engine", "seed"), "less_than"),
+    ("seed-2-to-the-32", base(engine={"seed": 2**32}), ("engine", "seed"), "less_than"),
+    ("accelerate-config-not-one", base(engine={"distributed": {"config": "/etc/passwd", "num_processes": 2}}), ("engine", "distributed", "config"), "accelerate_config_invalid"),
+    ("accelerate-config-missing", base(engine={"distributed": {"config": "/nonexistent/ddp.yaml"}}), ("engine", "distributed", "config"), "accelerate_config_not_found"),
 ]
 
 
@@ -317,3 +321,55 @@ def test_entry_of_a_stored_spec_whose_model_left_the_catalog_is_a_spec_error():
     with pytest.raises(SpecError, match="felix/retired-model") as info:
         spec.entry()
     assert info.value.errors[0].type == "unknown_base_model"
+
+
+# -- issue 16: validation gaps that failed only at run time; files that are not UTF-8 --------------------------------
+
+def test_the_largest_seed_numpy_and_torch_accept_is_valid():
+    assert validate_spec(base(engine={"seed": 2**32 - 1}), check_datasets=False).engine.seed == 2**32 - 1
+
+
+def test_an_accelerate_config_needs_a_distributed_type(tmp_path):
+    """#4: a file that is not an accelerate config is refused at validation, saying what one looks like."""
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("num_processes: 2\n")
+    with pytest.raises(SpecError) as info:
+        validate_spec(base(engine={"distributed": {"config": str(cfg)}}), check_datasets=False)
+    (item,) = info.value.errors
+    assert item.type == "accelerate_config_invalid" and "`distributed_type`" in item.msg and str(cfg) in item.msg
+    cfg.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\n")
+    assert validate_spec(base(engine={"distributed": {"config": str(cfg)}}), check_datasets=False)
+
+
+@pytest.mark.parametrize("name,text,line", [
+    ("s.yaml", "base_model: felix/tiny-gliner2\ndatasets: [{name: ner}]\nengine:\n  seed: 1\n  seed: 2\n", 5),
+    ("s.yaml", "base_model: felix/tiny-gliner2\ndatasets: [{name: ner}]\nbase_model: felix/tiny-llm\n", 3),
+    ("s.json", '{"base_model": "felix/tiny-gliner2",\n "datasets": [{"name": "ner"}],\n "engine": {"seed": 1,\n'
+               '  "seed": 2}}', 4),
+])
+def test_duplicate_keys_in_a_spec_are_refused_with_the_line(tmp_path, name, text, line):
+    """#4: a key twice in one mapping (YAML or JSON) is refused with its line and the key, not last-wins."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    (item,) = info.value.errors
+    key = "seed" if "seed: 2" in text or '"seed": 2' in text else "base_model"
+    assert item.type == "duplicate_key" and f"duplicate key `{key}` at line {line}" in item.msg, item.msg
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("x: &e {seed: 1}\nbase_model: felix/tiny-gliner2\ndatasets: [{name: ner}]\n"
+                    "engine: {<<: *e, seed: 2}\n")
+    assert load_spec_file(path)["engine"] == {"seed": 2}
+
+
+def test_a_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path):
+    """#3: a Latin-1 spec: SpecError naming the file, the byte and the line (not a UnicodeDecodeError)."""
+    path = tmp_path / "s.yaml"
+    path.write_bytes("name: r\xe9sum\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path)
+    (item,) = info.value.errors
+    assert item.type == "encoding_invalid" and f"{path}: not UTF-8 at byte 7 (line 1: 0xe9)" in item.msg

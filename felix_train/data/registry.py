@@ -21,7 +21,8 @@ the API kept user 7's `ner` as the shared `u7--ner`; a scoped registry still rea
 A dataset is registered in two halves, so that an API can answer an upload at once and validate later:
 `register_processing` copies the file and writes the `processing` manifest; `validate` reads it and writes
 `ready` or `failed` (with the bad lines). `add` does both. Invalid content is never an exception: the
-manifest's state says it. Files in `felix_train/data/builtin/*.jsonl` are datasets too: `get` and `list`
+manifest's state says it (a validation that breaks off, even on a RecursionError or an interrupt, still
+ends the manifest `failed`, never `processing`). Files in `felix_train/data/builtin/*.jsonl` are datasets too: `get` and `list`
 register them on first use, marked `builtin: true`.
 """
 
@@ -327,6 +328,14 @@ class DatasetRegistry:
             report = validate_file(path, max_errors=MANIFEST_MAX_ERRORS)
         except OSError as err:
             updates.update(state=DatasetState.FAILED, error=f"cannot read {path}: {err}; add the dataset again")
+        except RecursionError:
+            updates.update(state=DatasetState.FAILED, error=f"a record of {manifest.source or DATA_FILE} is nested "
+                           "too deeply to check; flatten it and add the dataset again")
+        except BaseException as err:  # never leave the dataset `processing`: record why, then let it go on
+            self._write_manifest(manifest.model_copy(update={
+                **updates, "state": DatasetState.FAILED,
+                "error": f"validation stopped: {type(err).__name__}: {err}; add the dataset again"}), folder)
+            raise
         else:
             updates.update(
                 format=report.format,

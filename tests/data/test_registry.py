@@ -307,3 +307,50 @@ def test_validate_quickstart_never_imports_torch(felix_home):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# -- issue 16: a record nested 100,000 deep, duplicate keys, a validation that breaks off ----------------------------
+
+def test_a_record_nested_100000_deep_ends_failed_from_the_cli(tmp_path, home, capsys):
+    """#3: `felix-train datasets add` on a record nested 100,000 deep: exit 3, the dataset `failed` with an
+    `invalid_json` line item, never left `processing`."""
+    from felix_train.cli import main
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(MESSAGES[0]) + "\n" + '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert main(["--home", str(home), "datasets", "add", "deep", str(path)]) == 3
+    manifest = DatasetRegistry(home).get("deep")
+    assert manifest.state is DatasetState.FAILED
+    assert [(e.line, e.type) for e in manifest.errors] == [(2, "invalid_json")]
+    assert "nested too deeply" in capsys.readouterr().err
+
+
+def test_a_validation_that_breaks_off_never_leaves_the_dataset_processing(tmp_path, reg, monkeypatch):
+    """#3: a RecursionError (or anything else) inside validation still ends the manifest `failed`."""
+    path = write_jsonl(tmp_path / "m.jsonl", MESSAGES)
+
+    def deep(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(registry_module, "validate_file", deep)
+    manifest = reg.add("m", path)
+    assert manifest.state is DatasetState.FAILED and "nested too deeply" in manifest.error
+
+    def broken(*args, **kwargs):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(registry_module, "validate_file", broken)
+    with pytest.raises(KeyError):
+        reg.add("m", path, overwrite=True)
+    manifest = reg.get("m")
+    assert manifest.state is DatasetState.FAILED and "KeyError" in manifest.error
+
+
+def test_duplicate_keys_in_a_record_are_a_line_item(tmp_path, reg):
+    """#4: `{"text": "a", "text": "b"}` is refused with its line and the key, not read as "b"."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, '{"text": "a", "text": "b"}',
+                                              '{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}'])
+    manifest = reg.add("d", path)
+    assert manifest.state is DatasetState.FAILED
+    assert [(e.line, e.type) for e in manifest.errors] == [(2, "duplicate_key"), (3, "duplicate_key")]
+    assert 'duplicate key "text"' in manifest.errors[0].msg and 'duplicate key "role"' in manifest.errors[1].msg

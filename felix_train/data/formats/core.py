@@ -42,6 +42,7 @@ class ErrorType(str, Enum):
     FORMAT_NOT_ACCEPTED = "format_not_accepted"  # line 0: the dataset's format is not in `expected`
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
+    DUPLICATE_KEY = "duplicate_key"  # a key twice in one JSON object (json would keep the last silently)
     NOT_AN_OBJECT = "not_an_object"
     UNKNOWN_FORMAT = "unknown_format"  # the keys match no format
     MIXED_FORMATS = "mixed_formats"  # the line's format differs from the first record's
