@@ -120,6 +120,7 @@ class ErrorCode(str, Enum):
     | `out_of_memory` | the worker saw the kernel's OOM killer end the run (the worker sets it) |
     | `killed` | the run was killed by a signal (the worker sets it) |
     | `preempted_too_often` | the run was requeued more often than the worker allows (the worker sets it) |
+    | `launch_failed` | a distributed run could not be started (`accelerate launch` failed) |
     | `internal` | anything else: `message` says what, train.log has the traceback |
     """
 
@@ -132,6 +133,7 @@ class ErrorCode(str, Enum):
     OUT_OF_MEMORY = "out_of_memory"
     KILLED = "killed"
     PREEMPTED_TOO_OFTEN = "preempted_too_often"
+    LAUNCH_FAILED = "launch_failed"
     INTERNAL = "internal"
 
 

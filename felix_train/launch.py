@@ -321,7 +321,7 @@ def launch_distributed(data: dict, *, job_id: str, home, num_processes: int, con
         after = status_after_exit(code, file_status=status.get("status"))  # requested (resumable) or failed
         if after == JobStatus.FAILED:
             reporter.update_status(status=after, finished_at=utcnow(),
-                                   error=JobError(type="LaunchFailed", message=message, code=ErrorCode.INTERNAL.value,
+                                   error=JobError(type="LaunchFailed", message=message, code=ErrorCode.LAUNCH_FAILED.value,
                                                   where="launcher", errors=[]))
         else:
             reporter.update_status(status=after)

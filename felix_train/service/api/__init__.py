@@ -21,7 +21,7 @@ Every endpoint of DESIGN.md's table, plus the datasets a job trains on:
 | `POST /felix/datasets` | multipart upload; validated in the background: `processing` → `ready`/`failed` |
 | `GET /felix/datasets`, `GET/DELETE /felix/datasets/{name}` | the user's datasets (and the built-ins) |
 
-A failed job's `error` is `{code, message, param}`: `code` one of `schemas.ErrorCode` (stable),
+A failed job's `error` is `{code, message, param}`: `code` one of `felix_train.jobs.ErrorCode` (stable),
 `param` the first spec field at fault; tracebacks and source locations stay in the job's log.
 
 Auth is a bearer API key (`felix-train users add NAME`). Every resource belongs to a

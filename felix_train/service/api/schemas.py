@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from felix_train.catalog import BaseModelEntry
 from felix_train.data.formats import LineError
 from felix_train.data.registry import DatasetManifest, DatasetState
-from felix_train.jobs import JobStatus
+from felix_train.jobs import ErrorCode, JobStatus
 from felix_train.runner import DATASET_ERROR_TYPES
 from felix_train.service.store import Job
 from felix_train.spec import JobSpec
@@ -35,37 +35,12 @@ class TrainingJobCreate(JobSpec):
     """
 
 
-class ErrorCode(str, Enum):
-    """Why a job failed: a stable code to act on (the message is for people and may change).
-
-    - `spec_invalid`: the spec was refused when the run started; `param` names the first field.
-    - `dataset_invalid`: a dataset is missing, not ready, or has a bad record; `param` names the first field.
-    - `model_unavailable`: the base model could not be loaded.
-    - `checkpoint_not_found`: the checkpoint the job continues from is gone.
-    - `out_of_memory`: the run ran out of memory (GPU or host, the kernel's OOM killer included).
-    - `killed`: the run's process died without recording an error (a signal such as SIGKILL, or a crash).
-    - `preempted_too_often`: the run was interrupted (its worker lost, its node drained) more often than allowed.
-    - `launch_failed`: a distributed run could not be started.
-    - `internal`: anything else; the job's log (`GET /felix/training-jobs/{id}/logs`) has the details.
-    """
-
-    SPEC_INVALID = "spec_invalid"
-    DATASET_INVALID = "dataset_invalid"
-    MODEL_UNAVAILABLE = "model_unavailable"
-    CHECKPOINT_NOT_FOUND = "checkpoint_not_found"
-    OUT_OF_MEMORY = "out_of_memory"
-    KILLED = "killed"
-    PREEMPTED_TOO_OFTEN = "preempted_too_often"
-    LAUNCH_FAILED = "launch_failed"
-    INTERNAL = "internal"
-
-
 ERROR_CODES: dict[str, ErrorCode] = {
     # the `type` of a stored error (status.json, the store): its code
     "SpecError": ErrorCode.SPEC_INVALID,  # runner; all items about datasets: dataset_invalid (as its exit code)
     "DatasetError": ErrorCode.DATASET_INVALID,  # runner
     "JSONLError": ErrorCode.DATASET_INVALID,  # felix_train.jsonl, a bad line read at run time
-    "ModelNotAvailable": ErrorCode.MODEL_UNAVAILABLE,  # catalog
+    "ModelNotAvailable": ErrorCode.MODEL_NOT_AVAILABLE,  # catalog
     "CheckpointNotFound": ErrorCode.CHECKPOINT_NOT_FOUND,  # checkpoints
     "OutOfMemoryError": ErrorCode.OUT_OF_MEMORY,  # torch.OutOfMemoryError (CUDA, MPS)
     "MemoryError": ErrorCode.OUT_OF_MEMORY,  # host memory
@@ -73,8 +48,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "WorkerLost": ErrorCode.PREEMPTED_TOO_OFTEN,  # store.requeue_stale: the last of `max_attempts` runs lost
     "LaunchFailed": ErrorCode.LAUNCH_FAILED,  # runner.launch_distributed
 }
-"""The one table from the error types recorded today to the API's codes; any other type is `internal`. A stored
-error that carries its own `code` (one of ErrorCode) keeps it."""
+"""Codes for errors recorded without one (before `felix_train.jobs.ErrorCode`, or by an older worker), from
+their `type`; any other type is `internal`. A stored error that carries its own `code` keeps it. The codes
+themselves, and what each means, are `felix_train.jobs.ErrorCode` (one table for the runner, worker and API)."""
 
 
 class ErrorPublic(BaseModel):
