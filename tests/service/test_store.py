@@ -184,6 +184,7 @@ def test_stale_jobs_are_requeued_cancelled_or_failed(store):
     assert out == {plain.id: JobStatus.REQUESTED, stopping.id: JobStatus.CANCELLED, tired.id: JobStatus.FAILED}
     assert store.get_job(job_id=plain.id).worker_id is None
     assert "giving up after 3 attempts" in store.get_job(job_id=tired.id).error["message"]
+    assert store.get_job(job_id=tired.id).error["code"] == "worker_lost"
     # the dead worker's late report is refused
     assert not store.finish_job(job_id=plain.id, worker_id="dead", status=JobStatus.COMPLETE)
 
