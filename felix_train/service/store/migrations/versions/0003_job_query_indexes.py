@@ -1,0 +1,59 @@
+"""Indexes for the job queries as the table grows (100,000 rows and more).
+
+Every list of a user's jobs (`list_jobs`: newest first, by `created_at` then `id`, optionally by
+`status` or `project_id`) reads one index in order and stops at its page; a claim
+(`claim_job`: the oldest `requested` job) reads the first entry of `(status, created_at, id)`;
+a deployment claim and the recovery of dead servers read only the few rows with a deployment.
+The old two-column indexes (`(status, created_at)`, `(owner_id, created_at)`, `project_id`) are
+replaced by their wider forms. Only indexes change: every row is kept.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2025-01-03
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+NEW = {
+    "ix_jobs_status_created_id": ["status", "created_at", "id"],
+    "ix_jobs_owner_created_id": ["owner_id", "created_at", "id"],
+    "ix_jobs_owner_status_created_id": ["owner_id", "status", "created_at", "id"],
+    "ix_jobs_owner_project_created_id": ["owner_id", "project_id", "created_at", "id"],
+    "ix_jobs_deploy_requested_updated": ["deploy_requested", "updated_at"],
+    "ix_jobs_deployment_id": ["deployment_id"],
+}
+OLD = {
+    "ix_jobs_status_created": ["status", "created_at"],
+    "ix_jobs_owner_created": ["owner_id", "created_at"],
+    "ix_jobs_project_id": ["project_id"],
+}
+
+
+def _indexes() -> set[str]:
+    return {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("jobs")}
+
+
+def upgrade() -> None:
+    have = _indexes()
+    for name, columns in NEW.items():
+        if name not in have:
+            op.create_index(name, "jobs", columns)
+    for name in OLD:
+        if name in have:
+            op.drop_index(name, table_name="jobs")
+
+
+def downgrade() -> None:
+    have = _indexes()
+    for name, columns in OLD.items():
+        if name not in have:
+            op.create_index(name, "jobs", columns)
+    for name in NEW:
+        if name in have:
+            op.drop_index(name, table_name="jobs")
