@@ -60,7 +60,7 @@ __all__ = [
     "API_KEY_PREFIX", "DATABASE_URL_ENV", "NO_DEPLOYMENT", "USER_NAME_PATTERN", "Base", "ClaimedDeployment",
     "ClaimedJob", "Conflict", "Dataset", "DatasetNotFound", "DeploymentQueries", "Job", "JobNotFound", "JobQueries",
     "JobStatus", "JobStatusType", "JSONType", "NotFound", "RateHit", "RunErrorCode", "SchemaTooNew", "Store",
-    "StoreError", "User", "UserNotFound", "UserQueries", "UTCDateTime", "db_main", "default_database_url", "hash_api_key",
-    "head_revision", "make_engine", "new_api_key", "new_job_id", "schema_revision", "upgrade_schema",
+    "StoreError", "User", "UserNotFound", "UserQueries", "UTCDateTime", "db_main", "default_database_url",
+    "hash_api_key", "head_revision", "make_engine", "new_api_key", "new_job_id", "schema_revision", "upgrade_schema",
     "users_main", "utcnow",
 ]

@@ -255,8 +255,8 @@ class JobQueries(StoreBase):
                         "finished_at": now,
                         "error": {"code": RunErrorCode.WORKER_LOST.value, "type": "WorkerLost",
                                   "message": f"the job's worker stopped heartbeating {r.attempts} time(s) (last: "
-                                  f"{r.worker_id}); giving up after {max_attempts} attempts: check the workers' logs and "
-                                  "memory, then submit it again",
+                                  f"{r.worker_id}); giving up after {max_attempts} attempts: check the workers' "
+                                  "logs and memory, then submit it again",
                                   "where": "", "errors": [], "attempts": r.attempts}}
                 else:
                     new, extra = JobStatus.REQUESTED, {}
