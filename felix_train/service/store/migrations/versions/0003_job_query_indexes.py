@@ -35,25 +35,20 @@ OLD = {
 }
 
 
-def _indexes() -> set[str]:
-    return {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("jobs")}
+def _swap(create: dict[str, list[str]], drop: dict[str, list[str]]) -> None:
+    """Create the indexes of `create` the table lacks, then drop those of `drop` it has."""
+    have = {ix["name"] for ix in sa.inspect(op.get_bind()).get_indexes("jobs")}
+    for name, columns in create.items():
+        if name not in have:
+            op.create_index(name, "jobs", columns)
+    for name in drop:
+        if name in have:
+            op.drop_index(name, table_name="jobs")
 
 
 def upgrade() -> None:
-    have = _indexes()
-    for name, columns in NEW.items():
-        if name not in have:
-            op.create_index(name, "jobs", columns)
-    for name in OLD:
-        if name in have:
-            op.drop_index(name, table_name="jobs")
+    _swap(NEW, OLD)
 
 
 def downgrade() -> None:
-    have = _indexes()
-    for name, columns in OLD.items():
-        if name not in have:
-            op.create_index(name, "jobs", columns)
-    for name in NEW:
-        if name in have:
-            op.drop_index(name, table_name="jobs")
+    _swap(OLD, NEW)
