@@ -96,7 +96,7 @@ class Job(Base):
 
     The deployment columns came after the first release; migration `0002` adds them to older
     databases (they are nullable or have a server default). The indexes are those of the queries
-    (`jobs.py`, `deployments.py`; migration `0003`): a user's list, with or without a status or
+    (`jobs.py`; migration `0003`): a user's list, with or without a status or
     project filter, reads one index in page order; a claim reads the first `requested` entry.
     """
 
@@ -106,8 +106,6 @@ class Job(Base):
         Index("ix_jobs_owner_created_id", "owner_id", "created_at", "id"),
         Index("ix_jobs_owner_status_created_id", "owner_id", "status", "created_at", "id"),
         Index("ix_jobs_owner_project_created_id", "owner_id", "project_id", "created_at", "id"),
-        Index("ix_jobs_deploy_requested_updated", "deploy_requested", "updated_at"),
-        Index("ix_jobs_deployment_id", "deployment_id"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
