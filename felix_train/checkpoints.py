@@ -3,7 +3,9 @@
 A trainer writes a checkpoint's files into a staging folder (`CheckpointManager.stage()`
 or the library's own `checkpoint-N` folder), then `commit()` hashes them, writes
 `checkpoint.json` and renames the folder to `checkpoints/<uuid>/` in one step, so a
-reader never sees a half-written checkpoint.
+reader never sees a half-written checkpoint. A run killed while it wrote one leaves its staging
+folder behind (a full model's worth of files): `remove_stale_staging()`, called by the next run of
+the job before it trains, removes them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from felix_train.errors import CheckpointNotFound
 from felix_train.jobs import JobFolder, atomic_write_json, felix_home, read_json, utcnow
 
 MANIFEST = "checkpoint.json"
+
+STAGING_PREFIX = "staging-"
+"""`stage()` folders are `work/staging-<hex>`: what `remove_stale_staging` looks for."""
 
 
 class CheckpointFile(BaseModel):
@@ -81,7 +86,7 @@ class CheckpointManager:
     # -- writing -----------------------------------------------------------------
     def stage(self) -> Path:
         """A fresh empty folder on the same file system to write a checkpoint into (this process's own)."""
-        path = self.job.work_dir / f"staging-{uuidlib.uuid4().hex[:12]}"
+        path = self.job.work_dir / f"{STAGING_PREFIX}{uuidlib.uuid4().hex[:12]}"
         path.mkdir(parents=True, exist_ok=False)
         self._staged.add(path)
         return path
@@ -114,6 +119,24 @@ class CheckpointManager:
         os.replace(staged, final)
         self.apply_retention()
         return manifest
+
+    def remove_stale_staging(self, patterns: tuple[str, ...] = (f"{STAGING_PREFIX}*",)) -> list[Path]:
+        """Remove the staging folders earlier runs left in `work/` (killed mid-write); returns those removed.
+
+        Call it once at the start of a run, on the main rank, before anything is staged: one run owns
+        the job folder at a time, so every staging folder but this manager's own is stale. `patterns`
+        are globs under `work/` (a trainer may add its library's scratch, such as `hf/checkpoint-*`).
+        """
+        if not self.is_main or not self.job.work_dir.is_dir():
+            return []
+        removed = []
+        for pattern in patterns:
+            for path in sorted(self.job.work_dir.glob(pattern)):
+                if path in self._staged or not path.is_dir() or path.is_symlink():
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
 
     def update_metrics(self, uuid: str, metrics: dict[str, Any]) -> None:
         """Merge metrics computed after the save (e.g. an eval at the same step) into a manifest."""

@@ -121,11 +121,13 @@ def cmd_jobs(args) -> int:
             print(_table(rows, ["id", "name", "status", "step", "created_at"]))
             return 0
         job = JobFolder(args.id, args.home)
+        if args.action == "logs" and args.follow:  # a queued job has no folder yet: wait for it
+            return _follow_logs(job, _StoreStatus(args))
         status = job.read_status()
         if args.action == "show":
             _print_json(status)
         elif args.action == "logs":
-            return _follow_logs(job) if args.follow else _cat(job.log_path)
+            return _cat(job.log_path)
         elif args.action == "checkpoints":
             rows = [m.model_dump(mode="json", exclude={"files"}) for m in list_checkpoints(job)]
             if args.json:
@@ -195,22 +197,99 @@ def _cat(path: Path) -> int:
     return 0
 
 
-def _follow_logs(job, poll_s: float = 0.5) -> int:
-    """Print the log and follow it until the job leaves `requested`/`running`."""
-    pos = 0
-    while True:
-        if job.log_path.exists():
-            with open(job.log_path, encoding="utf-8") as fh:
-                fh.seek(pos)
-                chunk = fh.read()
-                pos = fh.tell()
-            if chunk:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        state = (job.read_status() or {}).get("status")
-        if state not in ("requested", "running"):
-            return 0
-        time.sleep(poll_s)
+FOLLOW_POLL_S = 0.5
+_ACTIVE = ("requested", "running")
+
+
+def _sleep(seconds: float) -> None:
+    """The follower's wait between two looks (a seam for tests)."""
+    time.sleep(seconds)
+
+
+class _StoreStatus:
+    """A job's status in the store, when there is one: a queued job has a row but no folder until a worker claims it.
+
+    The store is `--database-url`, else `$FELIX_DATABASE_URL`, else `$FELIX_HOME/felix.db` if it exists
+    (never created here). Calling it gives the status, or None (no store, no such row, store unreachable).
+    """
+
+    def __init__(self, args):
+        from felix_train.jobs import felix_home
+
+        self.job_id = args.id
+        self.url = getattr(args, "database_url", None) or os.environ.get("FELIX_DATABASE_URL")
+        if not self.url and (felix_home(args.home) / "felix.db").is_file():
+            self.url = f"sqlite:///{felix_home(args.home) / 'felix.db'}"
+        self.store = None
+
+    def __call__(self) -> str | None:
+        if not self.url:
+            return None
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from felix_train.errors import JobNotFound
+        from felix_train.service.store import Store
+
+        try:
+            if self.store is None:
+                self.store = Store(self.url, create=False)
+            return self.store.get_job(job_id=self.job_id).status.value
+        except (JobNotFound, SQLAlchemyError):
+            return None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _file_status(job) -> str | None:
+    """status.json's status; None while there is none (a queued job) or it is unreadable."""
+    try:
+        state = job.read_state()
+    except ValueError:
+        return None
+    return None if state is None else str(state.status)
+
+
+def _follow_logs(job, store_status=lambda: None, poll_s: float | None = None) -> int:
+    """Print the log and follow it until the job leaves `requested`/`running`.
+
+    A queued job (a row in the store, no folder yet) is waited for. The job's state is read before
+    each read of the log, so the lines written before it ended are all printed.
+    """
+    from felix_train.errors import JobNotFound
+
+    pos, said_waiting = 0, False
+    try:
+        while True:
+            file_state = _file_status(job)
+            row_state = store_status()
+            if file_state is None and row_state is None and not job.root.is_dir():
+                raise JobNotFound(f"no job {job.id!r} under {job.home / 'jobs'} nor in the store; "
+                                  "`felix-train jobs list` shows the jobs")
+            ended = (file_state is not None and file_state not in _ACTIVE) or \
+                (row_state is not None and row_state not in _ACTIVE)
+            if job.log_path.exists():
+                with open(job.log_path, encoding="utf-8", errors="replace") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    pos = fh.tell()
+                if chunk:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            if ended:
+                return 0
+            if pos == 0 and not said_waiting:
+                print(f"job {job.id} is {file_state or row_state or 'starting'}: waiting for its log "
+                      "(Ctrl-C stops following; the job goes on)", file=sys.stderr)
+                said_waiting = True
+            _sleep(FOLLOW_POLL_S if poll_s is None else poll_s)
+    except KeyboardInterrupt:  # Ctrl-C ends the following, not the job
+        return 130
+    finally:
+        close = getattr(store_status, "close", None)
+        if close is not None:
+            close()
 
 
 # -- eval -----------------------------------------------------------------------------
@@ -319,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                 ap = js.add_parser(action)
                 ap.add_argument("id")
                 if action == "logs":
-                    ap.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+                    ap.add_argument("-f", "--follow", action="store_true",
+                                    help="follow until the job ends (a queued job: wait for it to start)")
+                    ap.add_argument("--database-url", default=None,
+                                    help="the store that knows queued jobs (default $FELIX_DATABASE_URL, else "
+                                         "$FELIX_HOME/felix.db if it exists)")
                 if action == "checkpoints":
                     ap.add_argument("--json", action="store_true")
                 if action == "delete":
@@ -364,7 +447,41 @@ def _first_word(argv: list[str]) -> str | None:
     return None
 
 
+EXIT_BROKEN_PIPE = 141
+"""The reader of our output went away (`felix-train jobs show ID | head`): 128 + SIGPIPE, as a shell reports it."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A closed stdout (`| head`) ends it quietly with 141, not a traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a broken pipe must surface inside the try
+    except BrokenPipeError:
+        # Python's recommended handling: point stdout at devnull, so the flush at exit does not fail again
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # no real stdout (an embedding caller's stream)
+            pass
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _bad_job_id(args) -> str | None:
+    """The error for a malformed job id (`--job-id ../../escape`, `jobs show ../x`) before anything runs, else None."""
+    from felix_train.jobs import validate_job_id
+
+    for name in ("job_id", "id"):
+        value = getattr(args, name, None)
+        if value is not None:
+            try:
+                validate_job_id(value)
+            except ValueError as err:
+                return f"felix-train: {err}"
+    return None
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     service = _service_argv(argv)
     if service is not None:
@@ -374,4 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     if first is not None and first not in COMMANDS and (os.path.exists(first) or first.endswith((".yaml", ".yml", ".json"))):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
+    bad = _bad_job_id(args)
+    if bad is not None:
+        print(bad, file=sys.stderr)
+        return 2
     return int(args.fn(args) or 0)

@@ -7,7 +7,10 @@ worker and API tests run in seconds. The spec's `fake` section (or, for specs va
 `$FELIX_HOME/fake_options.json`: `{job name: options}`) steers it:
 
     steps (4), step_s (0.01), checkpoint_every (1), exit_code (None: a crash without status),
-    fail (False), hang_at_step (None: on a first run only, wait for a signal or STOP there)
+    fail (False), hang_at_step (None: on a first run only, wait for a signal or STOP there),
+    kill_at_step (None: on each of the first `kill_runs` (1) runs, send itself `kill_signal` (9) at this step,
+    or at its first step when it resumed past it, after that step's checkpoint), oom_events (None: a
+    memory.events file whose `oom_kill` counter it bumps first, as the kernel's OOM killer would)
 
 Each run appends one line to `jobs/<id>/fake_runs.jsonl`: {pid, worker_id, resumed_from, start_step}.
 """
@@ -58,6 +61,8 @@ def main() -> int:
                                 training_type=spec.get("training_type", "lora"), family="gliner2", keep_last=2)
     resume = manager.latest()
     start_step = resume.step if resume else 0
+    run_number = len((job.root / "fake_runs.jsonl").read_text().splitlines()) + 1 \
+        if (job.root / "fake_runs.jsonl").exists() else 1
     append_line(job.root / "fake_runs.jsonl", json.dumps({
         "pid": os.getpid(), "worker_id": os.environ.get("FELIX_WORKER_ID"),
         "resumed_from": resume.uuid if resume else None, "start_step": start_step}))
@@ -86,6 +91,7 @@ def main() -> int:
         manager.commit(staged, step=step, epoch=step / steps, metrics={"loss": 1.0 / step})
 
     hang_at = fake.get("hang_at_step") if resume is None else None
+    kill_at = fake.get("kill_at_step") if run_number <= int(fake.get("kill_runs", 1)) else None
     for step in range(start_step + 1, steps + 1):
         time.sleep(step_s)
         loss = 1.0 / step
@@ -95,6 +101,16 @@ def main() -> int:
         job.write_status(status)
         if step % every == 0 or step == hang_at:
             checkpoint(step)
+        if kill_at is not None and step >= kill_at:
+            if step % every:
+                checkpoint(step)
+            if fake.get("oom_events"):
+                events = fake["oom_events"]
+                counts = dict(line.split() for line in open(events).read().splitlines() if line.strip())
+                counts["oom_kill"] = str(int(counts.get("oom_kill", 0)) + 1)
+                with open(events, "w") as fh:
+                    fh.write("".join(f"{k} {v}\n" for k, v in counts.items()))
+            os.kill(os.getpid(), int(fake.get("kill_signal", signal.SIGKILL)))  # SIGTERM: handled below (75)
         if step == hang_at:
             append_line(job.log_path, f"{utcnow()} INFO  waiting for a signal or a stop request")
             while not (_signalled or job.stop_requested()):

@@ -191,3 +191,69 @@ def test_worker_refuses_a_newer_database(db_url, felix_home, capsys):
     _make_newer_database(db_url, felix_home)
     assert worker_main(["--home", str(felix_home), "--database-url", db_url]) == 1
     assert "newer felix_train" in capsys.readouterr().err
+
+
+def test_0003_adds_the_job_query_indexes_and_keeps_rows(db_url, felix_home):
+    """A database at 0002 with jobs gets the indexes the job queries need; its rows stay; 0003 downgrades too."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from felix_train.service.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    try:
+        with engine.execution_options(felix_write=True).begin() as conn:
+            command.upgrade(alembic_config(conn), "0002")
+        assert schema_revision(engine) == "0002"
+        with engine.execution_options(felix_write=True).begin() as conn:
+            for statement in _ROWS:
+                conn.execute(text(statement), {"key_hash": hash_api_key("felix_old-key")})
+    finally:
+        engine.dispose()
+    store = Store(db_url, home=felix_home)
+    try:
+        assert schema_revision(store.engine) == head_revision() and _schema_diff(store) == []
+        indexes = {ix["name"]: ix["column_names"] for ix in inspect(store.engine).get_indexes("jobs")}
+        assert indexes["ix_jobs_owner_status_created_id"] == ["owner_id", "status", "created_at", "id"]
+        assert indexes["ix_jobs_owner_project_created_id"] == ["owner_id", "project_id", "created_at", "id"]
+        assert indexes["ix_jobs_status_created_id"] == ["status", "created_at", "id"]
+        assert "ix_jobs_status_created" not in indexes and "ix_jobs_project_id" not in indexes
+        rows, count = store.list_jobs(owner_id=1, status=JobStatus.COMPLETE)
+        assert count == 1 and rows[0].id == "job-old" and rows[0].metrics == {"eval_f1": 0.5}
+        with store.engine.execution_options(felix_write=True).begin() as conn:
+            command.downgrade(alembic_config(conn), "0002")
+        assert "ix_jobs_status_created" in {ix["name"] for ix in inspect(store.engine).get_indexes("jobs")}
+        store.create_all()  # and up again
+        assert _schema_diff(store) == [] and store.get_job(job_id="job-old").status is JobStatus.COMPLETE
+    finally:
+        store.close()
+
+
+def test_job_queries_read_their_index_in_order_on_sqlite(felix_home):
+    """Each list query and the claim is one index range read in the ORDER BY's order: no scan, no sort."""
+    from sqlalchemy import func, select
+
+    from felix_train.service.store import Job
+
+    store = Store(home=felix_home)
+    try:
+        page = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(20).offset(40)
+        cases = {
+            "ix_jobs_owner_created_id": page.where(Job.owner_id == 1),
+            "ix_jobs_owner_status_created_id": page.where(Job.owner_id == 1, Job.status == JobStatus.FAILED),
+            "ix_jobs_owner_project_created_id": page.where(Job.owner_id == 1, Job.project_id == "p"),
+            "ix_jobs_status_created_id": select(Job.id).where(Job.status == JobStatus.REQUESTED)
+            .order_by(Job.created_at, Job.id).limit(1),
+        }
+        with store.engine.connect() as conn:
+            for index, query in cases.items():
+                sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+                plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+                assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
+            count = select(func.count()).select_from(Job).where(Job.owner_id == 1, Job.status == JobStatus.FAILED)
+            sql = str(count.compile(store.engine, compile_kwargs={"literal_binds": True}))
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "COVERING INDEX ix_jobs_owner_status_created_id" in plan, plan
+    finally:
+        store.close()

@@ -184,6 +184,7 @@ def test_stale_jobs_are_requeued_cancelled_or_failed(store):
     assert out == {plain.id: JobStatus.REQUESTED, stopping.id: JobStatus.CANCELLED, tired.id: JobStatus.FAILED}
     assert store.get_job(job_id=plain.id).worker_id is None
     assert "giving up after 3 attempts" in store.get_job(job_id=tired.id).error["message"]
+    assert store.get_job(job_id=tired.id).error["code"] == "worker_lost"
     # the dead worker's late report is refused
     assert not store.finish_job(job_id=plain.id, worker_id="dead", status=JobStatus.COMPLETE)
 
@@ -261,3 +262,26 @@ def test_store_job_ids_have_the_one_format(store):
     a, _ = store.create_user(name="a")
     job = store.create_job(owner_id=a.id, name="j", spec={})
     assert re.match(JOB_ID_PATTERN, job.id) and job.id.startswith("job-") and len(job.id) == 36
+
+
+def test_sqlite_database_is_private(felix_home):
+    """The database holds key hashes and every spec: created 0600, and an existing 0644 one of ours narrowed."""
+    import os
+    import stat
+
+    db = felix_home / "felix.db"
+    store = Store(home=felix_home)
+    try:
+        store.create_user(name="alice")  # writes: the -wal and -shm files exist now
+        for path in (db, db.with_name("felix.db-wal"), db.with_name("felix.db-shm")):
+            if path.exists():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        store.close()
+    os.chmod(db, 0o644)  # made by an older felix_train
+    store = Store(home=felix_home)
+    try:
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        assert store.list_users()[0].name == "alice"  # the same database, rows kept
+    finally:
+        store.close()

@@ -250,3 +250,75 @@ def test_child_command(store, felix_home):
     assert cmd[1:5] == ["-m", "felix_train", "run", "spec.json"], "the runner relaunches itself under accelerate"
     with pytest.raises(ValueError, match="heartbeat"):
         Worker(store, home=felix_home, poll_s=5, heartbeat_timeout_s=1)
+
+
+# -- runs killed by a signal: requeued and resumed, then failed with a code ------------------------------
+
+
+def _kill_spec(**fake) -> dict:
+    return {"fake": {"steps": 4, "step_s": 0.0, "kill_at_step": 2, **fake}}
+
+
+def test_a_killed_run_is_requeued_and_resumes_from_its_checkpoint(store, felix_home, user):
+    job = store.create_job(owner_id=user.id, name="j", spec=_kill_spec(kill_runs=1))
+    _worker(store, felix_home, memory_events_path=felix_home / "no-such-memory.events").drain(timeout_s=30)
+    got = store.get_job(job_id=job.id)
+    assert got.status is JobStatus.COMPLETE and got.attempts == 2 and got.error is None
+    folder = JobFolder(job.id, felix_home)
+    runs = _runs(felix_home, job.id)
+    assert len(runs) == 2 and runs[1]["start_step"] == 2 and runs[1]["resumed_from"] is not None
+    log = folder.log_path.read_text()
+    assert "killed by SIGKILL (killed) at step 2, attempt 1 of 3; requeued: the next run resumes from checkpoint " \
+        f"{runs[1]['resumed_from']} (step 2)" in log
+    assert "step 1/4" in log and f"resuming from checkpoint {runs[1]['resumed_from']}" in log  # one log, both runs
+    assert read_json(folder.status_path)["status"] == "complete"
+
+
+def test_oom_killed_runs_fail_with_out_of_memory_after_max_attempts(store, felix_home, user):
+    events = felix_home / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    job = store.create_job(owner_id=user.id, name="j",
+                           spec=_kill_spec(kill_runs=9, checkpoint_every=100, oom_events=str(events)))
+    _worker(store, felix_home, max_attempts=2, memory_events_path=events).drain(timeout_s=30)
+    got = store.get_job(job_id=job.id)
+    assert got.status is JobStatus.FAILED and got.attempts == 2 and len(_runs(felix_home, job.id)) == 2
+    assert got.error["code"] == "out_of_memory" and got.error["attempts"] == 2 and got.error["signal"] == 9
+    assert {"type", "message", "where", "errors"} <= set(got.error)
+    assert "OOM killer" in got.error["message"] and "giving up after 2 attempt(s)" in got.error["message"]
+    folder = JobFolder(job.id, felix_home)
+    status = read_json(folder.status_path)
+    assert status["status"] == "failed" and status["error"]["code"] == "out_of_memory"
+    assert [c.step for c in list_checkpoints(folder)] == [2, 3]  # both runs' checkpoints kept
+    assert "attempt 1 of 2; requeued: the next run resumes from checkpoint" in folder.log_path.read_text()
+
+
+def test_a_killed_run_without_attempts_left_fails_with_killed(store, felix_home, user):
+    job = store.create_job(owner_id=user.id, name="j", spec=_kill_spec(kill_runs=9, kill_signal=int(signal.SIGINT)))
+    events = felix_home / "memory.events"
+    events.write_text("oom_kill 4\n")  # unchanged during the run: not an OOM kill
+    _worker(store, felix_home, max_attempts=1, memory_events_path=events).drain(timeout_s=30)
+    got = store.get_job(job_id=job.id)
+    assert got.status is JobStatus.FAILED and got.attempts == 1
+    assert got.error["code"] == "killed" and "killed by SIGINT" in got.error["message"]
+    assert read_json(JobFolder(job.id, felix_home).status_path)["error"]["code"] == "killed"
+
+
+def test_runs_preempted_on_every_attempt_fail_with_preempted_too_often(store, felix_home, user):
+    job = store.create_job(owner_id=user.id, name="j", spec=_kill_spec(kill_runs=9, kill_signal=int(signal.SIGTERM)))
+    _worker(store, felix_home, max_attempts=2).drain(timeout_s=30)
+    got = store.get_job(job_id=job.id)
+    assert got.status is JobStatus.FAILED and got.attempts == 2
+    assert got.error["code"] == "preempted_too_often"
+    folder = JobFolder(job.id, felix_home)
+    assert read_json(folder.status_path)["error"]["code"] == "preempted_too_often"
+    assert folder.log_path.read_text().count("preempted; rerun to resume") == 2
+
+
+def test_max_attempts_flag(store, felix_home):
+    from felix_train.service.worker import build_parser
+
+    args = build_parser().parse_args(["--max-attempts", "5", "--memory-events", "/x/memory.events"])
+    assert args.max_attempts == 5 and args.memory_events == "/x/memory.events"
+    assert build_parser().parse_args([]).max_attempts == 3
+    with pytest.raises(ValueError, match="max-attempts"):
+        Worker(store, home=felix_home, max_attempts=0)

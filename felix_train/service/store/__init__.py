@@ -41,7 +41,7 @@ from felix_train.service.store.errors import (
     StoreError,
     UserNotFound,
 )
-from felix_train.service.store.jobs import ClaimedJob, JobQueries
+from felix_train.service.store.jobs import ClaimedJob, JobQueries, RunErrorCode
 from felix_train.service.store.migrate import head_revision, schema_revision, upgrade_schema
 from felix_train.service.store.schema import (
     Base,
@@ -59,8 +59,8 @@ from felix_train.service.store.users import API_KEY_PREFIX, USER_NAME_PATTERN, U
 __all__ = [
     "API_KEY_PREFIX", "DATABASE_URL_ENV", "NO_DEPLOYMENT", "USER_NAME_PATTERN", "Base", "ClaimedDeployment",
     "ClaimedJob", "Conflict", "Dataset", "DatasetNotFound", "DeploymentQueries", "Job", "JobNotFound", "JobQueries",
-    "JobStatus", "JobStatusType", "JSONType", "NotFound", "RateHit", "SchemaTooNew", "Store", "StoreError", "User",
-    "UserNotFound", "UserQueries", "UTCDateTime", "db_main", "default_database_url", "hash_api_key",
-    "head_revision", "make_engine", "new_api_key", "new_job_id", "schema_revision", "upgrade_schema",
+    "JobStatus", "JobStatusType", "JSONType", "NotFound", "RateHit", "RunErrorCode", "SchemaTooNew", "Store",
+    "StoreError", "User", "UserNotFound", "UserQueries", "UTCDateTime", "db_main", "default_database_url",
+    "hash_api_key", "head_revision", "make_engine", "new_api_key", "new_job_id", "schema_revision", "upgrade_schema",
     "users_main", "utcnow",
 ]

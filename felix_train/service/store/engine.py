@@ -3,6 +3,10 @@
 SQLite, the embedded default, lives at `$FELIX_HOME/felix.db` (WAL, busy timeout; every write
 transaction starts with `BEGIN IMMEDIATE`, so two processes never deadlock on a lock upgrade).
 PostgreSQL is named by `FELIX_DATABASE_URL=postgresql+psycopg://...`.
+
+The SQLite file holds API-key hashes and every spec: it is created 0600 before SQLAlchemy opens
+it (SQLite gives its `-wal` and `-shm` files the database's mode), and an existing one of ours that
+others can read is narrowed to 0600 (`private_database_file`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,30 @@ def default_database_url(home: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{felix_home(home) / 'felix.db'}"
 
 
+DATABASE_MODE = 0o600
+"""The SQLite database file's mode: only its owner (the API's and the workers' user) reads it."""
+
+
+def private_database_file(path: str | os.PathLike) -> None:
+    """Create the SQLite file `path` with mode 0600, or narrow an existing one we own (and its -wal/-shm) to 0600.
+
+    A file owned by another user is left as it is (we could not change it; its owner decides).
+    """
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE))
+    except FileExistsError:
+        pass
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.getuid() and st.st_mode & 0o777 & ~DATABASE_MODE:
+            os.chmod(candidate, DATABASE_MODE)
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for `url`; on SQLite, connections set WAL and a write transaction begins IMMEDIATE.
 
@@ -33,8 +61,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_database_file(path.split("?", 1)[0])
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

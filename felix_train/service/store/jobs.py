@@ -11,6 +11,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -21,9 +22,26 @@ from felix_train.service.store.errors import Conflict
 from felix_train.service.store.schema import Job, utcnow
 from felix_train.service.store.sessions import StoreBase
 
-__all__ = ["ClaimedJob", "JobQueries", "new_job_id"]
+__all__ = ["ClaimedJob", "JobQueries", "RunErrorCode", "new_job_id"]
 
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+class RunErrorCode(str, Enum):
+    """The stable `code` of the error a worker records when a run ends without one of its own (`error.code`)."""
+
+    OUT_OF_MEMORY = "out_of_memory"
+    """The kernel's OOM killer killed the run (its cgroup's `memory.events` `oom_kill` went up), on every attempt."""
+    KILLED = "killed"
+    """A signal killed the run on every attempt (not the worker's own shutdown)."""
+    PREEMPTED_TOO_OFTEN = "preempted_too_often"
+    """The run was preempted (exit 75) or killed on each of its attempts, the last time by a preemption."""
+    WORKER_LOST = "worker_lost"
+    """The job's worker stopped heartbeating on each of its attempts."""
+    RUN_CRASHED = "run_crashed"
+    """The run exited with an unexpected code and left no error of its own."""
+    RUN_NOT_STARTED = "run_not_started"
+    """The worker could not start the run's process."""
 
 
 @dataclass(frozen=True)
@@ -235,10 +253,11 @@ class JobQueries(StoreBase):
                 elif r.attempts >= max_attempts:
                     new, extra = JobStatus.FAILED, {
                         "finished_at": now,
-                        "error": {"type": "WorkerLost", "message": f"the job's worker stopped heartbeating "
-                                  f"{r.attempts} time(s) (last: {r.worker_id}); giving up after {max_attempts} "
-                                  "attempts: check the workers' logs and memory, then submit it again",
-                                  "where": "", "errors": []}}
+                        "error": {"code": RunErrorCode.WORKER_LOST.value, "type": "WorkerLost",
+                                  "message": f"the job's worker stopped heartbeating {r.attempts} time(s) (last: "
+                                  f"{r.worker_id}); giving up after {max_attempts} attempts: check the workers' "
+                                  "logs and memory, then submit it again",
+                                  "where": "", "errors": [], "attempts": r.attempts}}
                 else:
                     new, extra = JobStatus.REQUESTED, {}
                 done = s.execute(update(Job).where(Job.id == r.id, *stale).values(

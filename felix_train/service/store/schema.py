@@ -95,19 +95,23 @@ class Job(Base):
     """A training job: its spec, lifecycle status, who runs it (`worker_id`, `heartbeat_at`) and who serves it.
 
     The deployment columns came after the first release; migration `0002` adds them to older
-    databases (they are nullable or have a server default).
+    databases (they are nullable or have a server default). The indexes are those of the queries
+    (`jobs.py`; migration `0003`): a user's list, with or without a status or
+    project filter, reads one index in page order; a claim reads the first `requested` entry.
     """
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_status_created", "status", "created_at"),
-        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_status_created_id", "status", "created_at", "id"),
+        Index("ix_jobs_owner_created_id", "owner_id", "created_at", "id"),
+        Index("ix_jobs_owner_status_created_id", "owner_id", "status", "created_at", "id"),
+        Index("ix_jobs_owner_project_created_id", "owner_id", "project_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(128))
-    project_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    project_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     spec: Mapped[dict] = mapped_column(JSONType)
     status: Mapped[JobStatus] = mapped_column(JobStatusType, default=JobStatus.REQUESTED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,6 +1,6 @@
 """The worker: claims `requested` jobs and pending deployments from the store and supervises their processes.
 
-`felix-train worker [--concurrency N] [--poll S] [--worker-id ID] [--heartbeat-timeout S]`
+`felix-train worker [--concurrency N] [--poll S] [--worker-id ID] [--heartbeat-timeout S] [--max-attempts N]`
 
 | module | |
 |---|---|
@@ -12,7 +12,10 @@
 
 The worker also recovers the work of dead workers: any worker requeues a `running` job whose
 heartbeat is older than `--heartbeat-timeout` (its next run resumes from the last checkpoint),
-and hands back the deployments of a worker that stopped heartbeating.
+and hands back the deployments of a worker that stopped heartbeating. A run killed by a signal
+(an OOM kill, a node drain) or preempted is requeued the same way; after `--max-attempts` runs
+the job is `failed` with a stable `error.code` (`out_of_memory`, `killed`, `preempted_too_often`,
+`worker_lost`: `store.RunErrorCode`).
 
 A child also gets SIGTERM if the worker itself dies (Linux parent-death signal), so a SIGKILLed
 worker leaves no orphan training behind. A worker serves at most `--max-deployments` models at

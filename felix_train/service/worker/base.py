@@ -3,7 +3,7 @@
 `WorkerBase` holds the settings (`Worker`'s arguments) and what both supervisors need: the
 child environment (`FELIX_HOME`, `FELIX_JOB_ID`, this package on `PYTHONPATH`), a line in a job's
 train.log, and the process helpers below (parent-death signal, signalling a process group,
-the tail of a log, status.json read as a `JobState`).
+the tail of a log, status.json read as a `JobState`, the cgroup's OOM-kill counter).
 """
 
 from __future__ import annotations
@@ -65,6 +65,50 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
             pass
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def default_memory_events_path() -> Path | None:
+    """The file with this process' cgroup's `oom_kill` counter (its children's too); None when there is none.
+
+    cgroup v2: `memory.events` of the cgroup `/proc/self/cgroup` names (`0::/PATH`; in a container
+    with its own cgroup namespace that is `/`, i.e. `/sys/fs/cgroup/memory.events`). cgroup v1:
+    `memory.oom_control` of the memory controller's cgroup, which has the same `oom_kill` line.
+    """
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":
+            candidates.append(CGROUP_ROOT / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            candidates.append(CGROUP_ROOT / "memory" / path.lstrip("/") / "memory.oom_control")
+    candidates += [CGROUP_ROOT / "memory.events", CGROUP_ROOT / "memory" / "memory.oom_control"]
+    for candidate in candidates:
+        if candidate.is_file() and oom_kills(candidate) is not None:
+            return candidate
+    return None
+
+
+def oom_kills(path: Path | None) -> int | None:
+    """The `oom_kill` counter of a `memory.events` (or v1 `memory.oom_control`) file: processes the OOM
+    killer ended in that cgroup (None: unknown)."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
 def read_state(folder: JobFolder) -> JobState | None:
     """The job's status.json as a `JobState`; None when there is none (or a foreign writer left it unreadable)."""
     try:
@@ -91,11 +135,14 @@ class WorkerBase:
                  concurrency: int = 1, poll_s: float = 1.0, heartbeat_timeout_s: float = 60.0,
                  max_attempts: int = 3, runner_cmd: list[str] | None = None, stop_grace_s: float = 600.0,
                  accelerate_config: str | None = None, max_deployments: int = 4,
-                 serving_cmd: list[str] | None = None, deploy_timeout_s: float = 600.0):
+                 serving_cmd: list[str] | None = None, deploy_timeout_s: float = 600.0,
+                 memory_events_path: str | os.PathLike | None = None):
         if concurrency < 1:
             raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
         if max_deployments < 0:
             raise ValueError(f"--max-deployments must be 0 or more, got {max_deployments}")
+        if max_attempts < 1:
+            raise ValueError(f"--max-attempts must be at least 1, got {max_attempts}")
         if heartbeat_timeout_s <= poll_s:
             raise ValueError(f"--heartbeat-timeout ({heartbeat_timeout_s}) must exceed --poll ({poll_s}): "
                              "a live worker heartbeats once per poll")
@@ -112,6 +159,7 @@ class WorkerBase:
         self.max_deployments = max_deployments
         self.serving_cmd = list(serving_cmd) if serving_cmd else default_serving_cmd()
         self.deploy_timeout_s = deploy_timeout_s
+        self.memory_events_path = Path(memory_events_path) if memory_events_path else default_memory_events_path()
         self.children: dict = {}
         self.serving: dict = {}
         self._shutdown = threading.Event()

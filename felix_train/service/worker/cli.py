@@ -26,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=60.0,
                    help="seconds without a heartbeat before a running job is requeued (default 60)")
     p.add_argument("--max-attempts", type=int, default=3,
-                   help="runs of a job whose worker died before it is failed (default 3)")
+                   help="runs a job gets when they are killed (OOM, a signal), preempted or their worker dies; "
+                        "then it fails with the reason's code (default 3)")
+    p.add_argument("--memory-events", default=None, metavar="PATH",
+                   help="the cgroup v2 memory.events whose oom_kill counter tells an OOM kill from another "
+                        "(default: this process' cgroup's, found through /proc/self/cgroup)")
     p.add_argument("--stop-grace", type=float, default=600.0,
                    help="on SIGTERM, seconds the runs get to checkpoint before they are killed (default 600)")
     p.add_argument("--accelerate-config", default=None, help="accelerate config file for distributed jobs")
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                         heartbeat_timeout_s=args.heartbeat_timeout, max_attempts=args.max_attempts,
                         runner_cmd=shlex.split(args.runner_cmd) if args.runner_cmd else None,
                         stop_grace_s=args.stop_grace, accelerate_config=args.accelerate_config,
-                        max_deployments=args.max_deployments, deploy_timeout_s=args.deploy_timeout)
+                        max_deployments=args.max_deployments, deploy_timeout_s=args.deploy_timeout,
+                        memory_events_path=args.memory_events)
     except ValueError as err:
         store.close()
         print(str(err), file=sys.stderr)

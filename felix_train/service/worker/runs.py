@@ -12,6 +12,14 @@ kills the child if the job is no longer its own (requeued after a missed heartbe
 never share a job folder). When the child exits, `felix_train.jobs.status_after_exit` turns its
 exit code and `status.json` into the job's state: 0 complete, 1/2/3 failed, 4 cancelled,
 75 preempted (back to `requested`).
+
+A run killed by a signal (not the worker's own shutdown: an OOM kill, a node drain) or preempted
+goes back to `requested` too, and its next run resumes from its last checkpoint, keeping its logs
+and checkpoints, until the job has had `max_attempts` runs; then it is `failed` with a stable
+`error.code` (`RunErrorCode`): `out_of_memory` when the kernel's OOM killer did it (the worker's
+cgroup's `oom_kill` counter went up while the run ran), `killed` for another signal,
+`preempted_too_often` when the last run was preempted. Runs this worker stopped itself (its own
+shutdown) are always requeued.
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ from felix_train.jobs import (
     status_after_exit,
     utcnow,
 )
-from felix_train.service.store import ClaimedJob
+from felix_train.checkpoints import list_checkpoints
+from felix_train.service.store import ClaimedJob, RunErrorCode
 from felix_train.service.worker.base import (
     WorkerBase,
     default_runner_cmd,
+    oom_kills,
     parse_time,
     read_state,
     set_parent_death_signal,
@@ -64,6 +74,7 @@ class _Child:
     status_key: tuple = ()
     stop_forwarded: bool = False
     terminated: bool = False
+    oom_kills_at_start: int | None = None
 
 
 class RunSupervisor(WorkerBase):
@@ -86,6 +97,7 @@ class RunSupervisor(WorkerBase):
             if job.stop_requested:  # a stop that arrived before a requeue still holds
                 folder.request_stop()
             cmd = self.command_for(job, spec_path)
+            oom_at_start = oom_kills(self.memory_events_path)
             out = open(folder.root / RUNNER_LOG, "ab")
             out.write(f"--- {utcnow()} worker {self.worker_id} attempt {job.attempts}: {shlex.join(cmd)}\n".encode())
             out.flush()
@@ -96,10 +108,12 @@ class RunSupervisor(WorkerBase):
             log.error("job %s: cannot start its run: %s", job.id, err)
             append_line(folder.log_path, f"{utcnow()} ERROR worker {self.worker_id} could not start the run: {err}")
             self.store.finish_job(job_id=job.id, worker_id=self.worker_id, status=JobStatus.FAILED,
-                                  error={"type": type(err).__name__, "message": f"the worker could not start the "
-                                         f"run: {err}", "where": "worker", "errors": []})
+                                  error={"code": RunErrorCode.RUN_NOT_STARTED.value, "type": type(err).__name__,
+                                         "message": f"the worker could not start the run: {err}", "where": "worker",
+                                         "errors": []})
             return
-        self.children[job.id] = _Child(job=job, folder=folder, proc=proc, out=out, stop_forwarded=job.stop_requested)
+        self.children[job.id] = _Child(job=job, folder=folder, proc=proc, out=out, stop_forwarded=job.stop_requested,
+                                       oom_kills_at_start=oom_at_start)
         log.info("job %s: started (pid %d, attempt %d)", job.id, proc.pid, job.attempts)
 
     def _signal_child(self, child: _Child, sig: int) -> None:
@@ -167,7 +181,12 @@ class RunSupervisor(WorkerBase):
         error = state.error if state is not None else None
         stop = child.stop_forwarded or child.folder.stop_requested()
         new = status_after_exit(rc, file_status=file_status, stop_requested=stop, terminated=child.terminated)
-        if rc != ExitCode.CANCELLED and new in (JobStatus.REQUESTED, JobStatus.CANCELLED):
+        if rc < 0 and new == JobStatus.FAILED:  # killed, not by us: an OOM kill, a node drain, an operator
+            new, state, error = self._killed(child, rc, state, stop)
+        elif new == JobStatus.REQUESTED and not child.terminated and child.job.attempts >= self.max_attempts:
+            new, state, error = self._give_up(child, state, RunErrorCode.PREEMPTED_TOO_OFTEN,
+                                              "the run was preempted (it checkpointed and stopped on SIGTERM)")
+        elif rc != ExitCode.CANCELLED and new in (JobStatus.REQUESTED, JobStatus.CANCELLED):
             # preempted (or killed by our shutdown before it could install its handler, or after the
             # grace period): the next run resumes from the last checkpoint. A stop requested before
             # the preemption still ends the job.
@@ -187,7 +206,8 @@ class RunSupervisor(WorkerBase):
             append_line(child.folder.log_path, f"{utcnow()} ERROR worker {self.worker_id}: {message}")
             for line in tail(child.folder.root / RUNNER_LOG, 20):
                 append_line(child.folder.log_path, f"{utcnow()} ERROR   | {line}")
-            error = error or {"type": "RunnerExited", "message": message, "where": "worker", "errors": []}
+            error = error or {"code": RunErrorCode.RUN_CRASHED.value, "type": "RunnerExited", "message": message,
+                              "where": "worker", "errors": []}
             if file_status not in (None, JobStatus.FAILED.value):
                 state = child.folder.update_state(status=JobStatus.FAILED, finished_at=utcnow(), error=error)
         ok = self.store.finish_job(
@@ -200,6 +220,54 @@ class RunSupervisor(WorkerBase):
             child.folder.update_state(status=JobStatus.CANCELLED, finished_at=state.finished_at or utcnow())
         log.info("job %s: run exited %s → %s%s", child.job.id, rc, new.value,
                  "" if ok else " (no longer ours: not recorded)")
+
+    def _killed(self, child: _Child, rc: int, state, stop: bool):  # noqa: ANN001 - a JobState or None
+        """A run killed by a signal: requeued to resume while attempts are left, else failed with its code.
+
+        Returns (the new status, status.json's state, the error to record).
+        """
+        sig = -rc
+        oom_now = oom_kills(self.memory_events_path)
+        oom = (sig == signal.SIGKILL and child.oom_kills_at_start is not None and oom_now is not None
+               and oom_now > child.oom_kills_at_start)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        what = ("the kernel's OOM killer killed the run (it ran out of memory)" if oom
+                else f"the run was killed by {name}")
+        if stop:  # the user asked it to stop: it has
+            child.folder.clear_stop()
+            self._log(child.folder, "WARN", f"worker {self.worker_id}: {what} after a stop was requested; cancelled")
+            return JobStatus.CANCELLED, state, None
+        code = RunErrorCode.OUT_OF_MEMORY if oom else RunErrorCode.KILLED
+        if child.job.attempts >= self.max_attempts:
+            return self._give_up(child, state, code, what, signal=sig)
+        latest = list_checkpoints(child.folder)
+        resume = (f"resumes from checkpoint {latest[-1].uuid} (step {latest[-1].step})" if latest
+                  else "starts over (no checkpoint yet)")
+        self._log(child.folder, "WARN", f"worker {self.worker_id}: {what} ({code.value}) at step {_step(state)}, "
+                  f"attempt {child.job.attempts} of {self.max_attempts}; requeued: the next run {resume}")
+        if state is not None:
+            state = child.folder.update_state(status=JobStatus.REQUESTED)
+        return JobStatus.REQUESTED, state, None
+
+    def _give_up(self, child: _Child, state, code: RunErrorCode, what: str, **extra):  # noqa: ANN001
+        """The job's last attempt ended without finishing: failed, with `code` (status.json and store alike)."""
+        n = child.job.attempts
+        hint = {RunErrorCode.OUT_OF_MEMORY: "give it more memory (a worker with more, a smaller batch size or "
+                                            "max_length, gradient checkpointing), then submit it again",
+                RunErrorCode.KILLED: "find what killed it (the machine's logs), then submit it again",
+                }.get(code, "check why its workers stop (preemptions, restarts), then submit it again")
+        message = (f"{what} at step {_step(state)}; giving up after {n} attempt(s) (--max-attempts "
+                   f"{self.max_attempts}): {hint}. Its checkpoints and logs are kept")
+        self._log(child.folder, "ERROR", f"worker {self.worker_id}: {message} ({code.value})")
+        error = {"code": code.value, "type": "RunAborted", "message": message, "where": "worker", "errors": [],
+                 "attempts": n, **extra}
+        if state is not None:
+            state = child.folder.update_state(status=JobStatus.FAILED, finished_at=utcnow(), error=error)
+        return JobStatus.FAILED, state, error
+
+
+def _step(state) -> int | None:  # noqa: ANN001 - a JobState or None
+    return state.progress.step if state is not None and state.progress is not None else None
 
 
 def _progress(state) -> dict | None:  # noqa: ANN001 - a JobState or None
