@@ -121,6 +121,9 @@ class ErrorCode(str, Enum):
     | `killed` | the run was killed by a signal (the worker sets it) |
     | `preempted_too_often` | the run was requeued more often than the worker allows (the worker sets it) |
     | `launch_failed` | a distributed run could not be started (`accelerate launch` failed) |
+    | `worker_lost` | the job's worker stopped heartbeating on each of its attempts (the store sets it) |
+    | `run_crashed` | the run exited with an unexpected code and left no error of its own (the worker sets it) |
+    | `run_not_started` | the worker could not start the run's process |
     | `internal` | anything else: `message` says what, train.log has the traceback |
     """
 
@@ -134,6 +137,9 @@ class ErrorCode(str, Enum):
     KILLED = "killed"
     PREEMPTED_TOO_OFTEN = "preempted_too_often"
     LAUNCH_FAILED = "launch_failed"
+    WORKER_LOST = "worker_lost"
+    RUN_CRASHED = "run_crashed"
+    RUN_NOT_STARTED = "run_not_started"
     INTERNAL = "internal"
 
 

@@ -29,7 +29,6 @@ has written the outcome. A spec with `engine.distributed.num_processes` above 1 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import traceback
 from pathlib import Path
@@ -270,7 +269,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             if cut:
                 reporter.log(f"metrics.jsonl: {cut} line(s) after step {resume_from.step if resume_from else 0} "
                              "removed (logged after the last checkpoint; training repeats those steps)")
-            _remove_stale_staging(job)
+            manager.remove_stale_staging()  # work/staging-* a killed run left (each a whole uncommitted checkpoint)
         reporter.update_status(status=JobStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None,
                                attempts=int(reporter.status().get("attempts") or 0) + 1)
         reporter.log(f"job {job.id} ({resolved.name}): {entry.id} {resolved.training_type.value} "
@@ -351,13 +350,6 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
         reporter.update_status(status=status_after_exit(code, file_status=None))
     barrier()  # the ranks leave together, once rank 0 has written the outcome
     return code
-
-
-def _remove_stale_staging(job: JobFolder) -> None:
-    """Remove `work/staging-*` folders a killed run left (each a whole uncommitted checkpoint). Rank 0, before
-    training, under the job's lock: no other run is staging. (Becomes `CheckpointManager.remove_stale_staging()`.)"""
-    for staged in job.work_dir.glob("staging-*"):
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _device() -> str:

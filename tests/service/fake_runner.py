@@ -10,7 +10,9 @@ worker and API tests run in seconds. The spec's `fake` section (or, for specs va
     fail (False), hang_at_step (None: on a first run only, wait for a signal or STOP there),
     kill_at_step (None: on each of the first `kill_runs` (1) runs, send itself `kill_signal` (9) at this step,
     or at its first step when it resumed past it, after that step's checkpoint), oom_events (None: a
-    memory.events file whose `oom_kill` counter it bumps first, as the kernel's OOM killer would)
+    memory.events file whose `oom_kill` counter it bumps first, as the kernel's OOM killer would),
+    busy_runs (0: the first N runs exit 5 at once, touching nothing, as the runner does when another run
+    holds the job's lock; counted in `$FELIX_HOME/.busy-<id>`, outside the job folder)
 
 Each run appends one line to `jobs/<id>/fake_runs.jsonl`: {pid, worker_id, resumed_from, start_step}.
 """
@@ -52,6 +54,13 @@ def main() -> int:
     step_s = float(fake.get("step_s", 0.01))
     every = int(fake.get("checkpoint_every", 1))
     job = JobFolder(args.job_id, args.home)
+    busy_count = os.path.join(args.home, f".busy-{args.job_id}")
+    if int(fake.get("busy_runs", 0)):
+        seen = int(open(busy_count).read()) if os.path.exists(busy_count) else 0
+        if seen < int(fake["busy_runs"]):
+            with open(busy_count, "w") as fh:
+                fh.write(str(seen + 1))
+            return 5
     job.create()
     prior = read_json(job.status_path, default={}) or {}
     if prior.get("status") == "complete":

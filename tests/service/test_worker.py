@@ -195,6 +195,17 @@ def test_failed_run_records_its_error(store, felix_home, user):
     assert got.error["message"] == "the fake run was told to fail"
 
 
+def test_a_busy_run_is_requeued_and_leaves_the_job_alone(store, felix_home, user):
+    # exit 5: another run holds the job's lock; the worker must not mark the job failed nor touch its folder
+    job = store.create_job(owner_id=user.id, name="j", spec={"fake": {"busy_runs": 2}})
+    _worker(store, felix_home).drain(timeout_s=30)
+    got = store.get_job(job_id=job.id)
+    assert got.status is JobStatus.COMPLETE and got.error is None
+    folder = JobFolder(job.id, felix_home)
+    assert "failed" not in folder.log_path.read_text()
+    assert len(folder.root.joinpath("fake_runs.jsonl").read_text().splitlines()) == 1  # only the real run
+
+
 def test_crashed_run_fails_with_its_output_in_the_log(store, felix_home, user):
     job = store.create_job(owner_id=user.id, name="j", spec={"fake": {"exit_code": 9}})
     _worker(store, felix_home).drain(timeout_s=20)

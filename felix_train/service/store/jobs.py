@@ -11,13 +11,12 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
 from felix_train.errors import JobNotFound
-from felix_train.jobs import JOB_ID_PATTERN, JobStatus, new_job_id
+from felix_train.jobs import JOB_ID_PATTERN, ErrorCode, JobStatus, new_job_id
 from felix_train.service.store.errors import Conflict
 from felix_train.service.store.schema import Job, utcnow
 from felix_train.service.store.sessions import StoreBase
@@ -27,21 +26,9 @@ __all__ = ["ClaimedJob", "JobQueries", "RunErrorCode", "new_job_id"]
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
-class RunErrorCode(str, Enum):
-    """The stable `code` of the error a worker records when a run ends without one of its own (`error.code`)."""
-
-    OUT_OF_MEMORY = "out_of_memory"
-    """The kernel's OOM killer killed the run (its cgroup's `memory.events` `oom_kill` went up), on every attempt."""
-    KILLED = "killed"
-    """A signal killed the run on every attempt (not the worker's own shutdown)."""
-    PREEMPTED_TOO_OFTEN = "preempted_too_often"
-    """The run was preempted (exit 75) or killed on each of its attempts, the last time by a preemption."""
-    WORKER_LOST = "worker_lost"
-    """The job's worker stopped heartbeating on each of its attempts."""
-    RUN_CRASHED = "run_crashed"
-    """The run exited with an unexpected code and left no error of its own."""
-    RUN_NOT_STARTED = "run_not_started"
-    """The worker could not start the run's process."""
+RunErrorCode = ErrorCode
+"""The codes a worker records when a run ends without an error of its own: `felix_train.jobs.ErrorCode`
+(`out_of_memory`, `killed`, `preempted_too_often`, `worker_lost`, `run_crashed`, `run_not_started`)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ While a child runs, the worker heartbeats the job in the store and mirrors `stat
 progress into it, forwards a stop request (`stop_requested` → the job folder's `STOP` file), and
 kills the child if the job is no longer its own (requeued after a missed heartbeat: two runs
 never share a job folder). When the child exits, `felix_train.jobs.status_after_exit` turns its
-exit code and `status.json` into the job's state: 0 complete, 1/2/3 failed, 4 cancelled,
+exit code and `status.json` into the job's state: 0 complete, 1/2/3 failed, 4 cancelled, 5 busy (another run
+holds the folder: requeued, folder untouched),
 75 preempted (back to `requested`).
 
 A run killed by a signal (not the worker's own shutdown: an OOM kill, a node drain) or preempted
@@ -176,6 +177,14 @@ class RunSupervisor(WorkerBase):
         """Turn a child's exit code and status.json into the job's state in the store (`status_after_exit`)."""
         del self.children[child.job.id]
         child.out.close()
+        if rc == ExitCode.BUSY:
+            # another run holds the job folder (one this worker lost and has not yet seen die, or one started
+            # by hand): this run touched nothing, so neither does the worker; requeue, and the next run finds
+            # the job complete or resumes it
+            ok = self.store.finish_job(job_id=child.job.id, worker_id=self.worker_id, status=JobStatus.REQUESTED)
+            log.warning("job %s: another run holds its folder (exit 5); requeued%s", child.job.id,
+                        "" if ok else " (no longer ours: not recorded)")
+            return
         state = read_state(child.folder)
         file_status = state.status if state is not None else None
         error = state.error if state is not None else None
