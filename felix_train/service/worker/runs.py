@@ -187,7 +187,7 @@ class RunSupervisor(WorkerBase):
             return
         state = read_state(child.folder)
         file_status = state.status if state is not None else None
-        error = state.error if state is not None else None
+        error = state.error.model_dump(mode="json") if state is not None and state.error is not None else None
         stop = child.stop_forwarded or child.folder.stop_requested()
         new = status_after_exit(rc, file_status=file_status, stop_requested=stop, terminated=child.terminated)
         if rc < 0 and new == JobStatus.FAILED:  # killed, not by us: an OOM kill, a node drain, an operator
