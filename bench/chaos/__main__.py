@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only in (None, "chaos"):
             results["chaos"] = run_chaos(args, home / "chaos")
-            print(report.chaos_table(results["chaos"]["summary"]))
+            print(report.chaos_table(results["chaos"]))
             dup = report.dup_run_table(results["chaos"]["run"].get("dup_runs", []))
             if dup:
                 print(dup)

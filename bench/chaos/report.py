@@ -15,7 +15,8 @@ def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
 
-def chaos_table(s: dict) -> str:
+def chaos_table(result: dict) -> str:
+    s, run = result["summary"], result["run"]
     n = s["jobs_submitted"]
     fired = sum(s["faults_fired"].values())
     rows = [("fault run", "count", "target", "")]
@@ -49,7 +50,25 @@ def chaos_table(s: dict) -> str:
     add(("corrupt files", s["corrupt_files"], 0, _ok(s["corrupt_files"] == 0)))
     add(("complete without model/", s["complete_without_model"], 0, _ok(s["complete_without_model"] == 0)))
     add(("store status != status.json", s["store_vs_status_json"], 0, _ok(s["store_vs_status_json"] == 0)))
+    rcs = ", ".join(f"rc {k}×{v}" for k, v in sorted(dup_rcs(run).items())) or "-"
+    add(("duplicate runs by hand (exit codes)", f"{len(run.get('dup_runs', []))} ({rcs})", "refused", ""))
+    unexpected = len(run.get("worker_unexpected_exits", []))
+    add(("worker restarts (unexpected exits)", f"{run.get('worker_restarts', 0)} ({unexpected})", "", ""))
+    add(("stray processes at the end", len(run.get("strays", [])), 0, _ok(not run.get("strays"))))
+    loads = [x for _, x in run.get("load1", [])]
+    phases = run.get("phases", {})
+    add(("wall s (references, faults)", f"{result.get('wall_s')} ({phases.get('refs_s')}, {phases.get('chaos_s')})",
+         "", ""))
+    if loads:
+        add(("1-min load min/mean/max", f"{min(loads):.1f}/{sum(loads) / len(loads):.1f}/{max(loads):.1f}", "", ""))
     return _table(rows)
+
+
+def dup_rcs(run: dict) -> dict:
+    out: dict = {}
+    for d in run.get("dup_runs", []):
+        out[d["rc"]] = out.get(d["rc"], 0) + 1
+    return out
 
 
 def _hist(h: dict) -> str:
