@@ -189,14 +189,8 @@ def measure_api(store, home: Path, filler: Filler, *, requests: int, posts: int)
     with TestClient(create_app(settings, store=store)) as client:
         for label, user, params in _cases(filler, heavy_rows):
             headers = {"Authorization": f"Bearer {filler.keys[user]}"}
-            times = []
-            for i in range(requests + 3):
-                t = time.perf_counter()
-                r = client.get("/felix/training-jobs", params=params, headers=headers)
-                if i >= 3:
-                    times.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    raise RuntimeError(f"GET /felix/training-jobs {params}: {r.status_code} {r.text[:200]}")
+            times, r = _timed(lambda: client.get("/felix/training-jobs", params=params, headers=headers), 200,
+                              requests)
             kw = {"status": JobStatus(params["status"]) if "status" in params else None,
                   "project_id": params.get("project_id"), "limit": params.get("limit", 200),
                   "offset": params.get("offset", 0)}
@@ -208,17 +202,25 @@ def measure_api(store, home: Path, filler: Filler, *, requests: int, posts: int)
             out["list"][label] = {**_ms(times), "rows": len(r.json()["data"]), "count": r.json()["count"],
                                   "store_p50_ms": round(statistics.median(db) * 1000, 2)}
         body = {**job_spec(JobKind.LLM, max_steps=60, save_steps=5, seed=42), "name": "scale-post"}
-        times = []
-        for i in range(posts + 3):
-            headers = {"Authorization": f"Bearer {filler.keys[i % 2]}"}
-            t = time.perf_counter()
-            r = client.post("/felix/training-jobs", json=body, headers=headers)
-            if i >= 3:
-                times.append(time.perf_counter() - t)
-            if r.status_code != 201:
-                raise RuntimeError(f"POST /felix/training-jobs: {r.status_code} {r.text[:300]}")
+        users = iter(range(10**9))
+        times, _ = _timed(lambda: client.post("/felix/training-jobs", json=body,
+                                              headers={"Authorization": f"Bearer {filler.keys[next(users) % 2]}"}),
+                          201, posts)
         out["post"] = _ms(times)
     return out
+
+
+def _timed(call, status: int, n: int, warmup: int = 3) -> tuple[list[float], object]:
+    """Seconds each of `n` calls took (after `warmup` untimed ones), and the last response; any other status raises."""
+    times = []
+    for i in range(n + warmup):
+        t = time.perf_counter()
+        r = call()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        if r.status_code != status:
+            raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text[:300]}")
+    return times, r
 
 
 def postgres_schema(base: str) -> tuple[str, object, str]:
