@@ -26,9 +26,10 @@ BENCH_ARGS ?=
 bench:
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
-# issue 16's chaos benchmark (~10 min on 2 cores, + ~3 min for the store at scale): jobs under two workers with
-# seeded kills, SIGTERMs, stops and duplicate submissions, then 100,000 rows (PostgreSQL too when
-# FELIX_TEST_POSTGRES_URL is set). CHAOS_ARGS="--jobs 4 --faults 6 --only chaos" for a short run.
+# issue 16's chaos benchmark: jobs under two workers with seeded kills, SIGTERMs, stops and duplicate
+# submissions, then 100,000 rows (PostgreSQL too when FELIX_TEST_POSTGRES_URL is set). On 2 shared cores
+# at load ~10: fault run 11 min, store at scale ~9 min. CHAOS_ARGS="--jobs 4 --faults 7 --only chaos"
+# for a short run; CHAOS_ARGS="--only scale" for the store alone.
 # Results: bench/results/chaos-<date>-<host>.json and tables on stdout.
 CHAOS_ARGS ?=
 chaos:
