@@ -69,6 +69,7 @@ def prepare_spec(payload: Any, *, user: User, store: Store,
         if isinstance(dist, dict) and dist.get("config") is not None:
             errors.append(ErrorItem(("engine", "distributed", "config"), "`engine.distributed.config` names a file "
                                     "on the server and is set by the workers; remove it", "service_managed"))
+            dist.pop("config")  # refused here: validation must not look for the file (nor say whether it exists)
         engine["dataset_owner"] = user.id
 
     substitutes: dict[str, str] = {}
