@@ -50,12 +50,9 @@ class CheckpointManifest(BaseModel):
     files: list[CheckpointFile] = Field(default_factory=list)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _hash_tree(root: Path) -> list[CheckpointFile]:
