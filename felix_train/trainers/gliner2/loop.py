@@ -59,7 +59,8 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
     bar = tqdm(total=total, initial=pos.step, desc=f"train {ctx.job.id}", file=sys.stderr,
                disable=not ctx.is_main_process, dynamic_ncols=True)
     try:
-        while pos.step < total:  # total_steps ends the last epoch (or is engine.max_steps)
+        stop_early = False
+        while pos.step < total and not stop_early:  # total_steps ends the last epoch (or is engine.max_steps)
             order = trainer.epoch_order(pos.epoch)
             micro, step_loss, step_records = 0, 0.0, 0
             while pos.batch < nb and pos.step < total:
