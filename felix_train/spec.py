@@ -83,10 +83,21 @@ class LoraSpec(_Strict):
     )
 
 
+class EvalSplit(str, Enum):
+    """How `engine.eval.fraction` holds records out (GLiNER2 entity data; other data splits at random)."""
+
+    UNSEEN_MENTION = "unseen_mention"  # eval records' mentions never occur in the training part
+    RANDOM = "random"  # a seeded random sample
+
+
 class EvalSpec(_Strict):
     """Where eval data comes from and how often to evaluate."""
 
     fraction: float = Field(0.1, ge=0, lt=1, description="Held-out fraction of the training records (0 = no eval split).")
+    split: EvalSplit = Field(
+        EvalSplit.UNSEEN_MENTION, description="GLiNER2 entity data: `unseen_mention` (default) holds out records whose "
+        "mentions occur nowhere in the training part (what new text looks like), falling back to `random` with seen and "
+        "unseen F1 reported apart where fewer than 30 such records exist; `random`: a seeded random sample.")
     dataset: str | None = Field(None, pattern=DATASET_NAME_PATTERN, description="A ready dataset to evaluate on instead of a held-out fraction.")
     steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; default once per epoch.")
 
@@ -135,6 +146,12 @@ class EngineSpec(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")
     export: ExportSpec = Field(default_factory=ExportSpec)
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    early_stopping_patience: int | None = Field(None, ge=1, le=1000, description="Stop after this many evals in a row "
+                                                "without a better eval F1 (the best checkpoint is exported); default off.")
+    label_verbalize: bool = Field(True, description="GLiNER2: ask the model for labels as words (`creative-work` → "
+                                  "`creative work`, `B-PER` → `person`); results keep the dataset's labels.")
+    label_descriptions: dict[str, str] | None = Field(None, description="GLiNER2: `{label: description}` given to the "
+                                                      "model with the label (over the datasets' `entity_descriptions`).")
 
 
 class JobSpec(_Strict):

@@ -8,7 +8,10 @@ match, case-sensitive, whitespace-normalised.
 The decision threshold is `threshold` when given, else the model folder's saved thresholds
 (`felix_model.json` `thresholds`: `{"default": t, "<label>": t, ...}`), else 0.5 (the trainer's).
 `labels_map` (`{"model label": "test label"}`, several may share a target) asks the model for its own
-labels and renames its predictions onto the test file's before scoring.
+labels and renames its predictions onto the test file's before scoring. A felix model is asked for each
+label under the name it was trained with (`felix_model.json` `label_prompts`, `label_verbalize`:
+`creative-work` as `creative work`) and with its saved description (`label_descriptions`); the report
+keeps the file's labels (`asked_as` lists the renamed ones).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from felix_train.errors import DatasetError, FelixError
 from felix_train.models.source import ModelRef
 from felix_train.metrics_ner import mentions_of, score_entities
+from felix_train.trainers.gliner2.labels import asked_labels
 
 DEFAULT_THRESHOLD = 0.5  # the GLiNER2 trainer's eval threshold
 
@@ -93,12 +97,18 @@ def load_gliner2(ref: ModelRef, device: str | None = None):
 
 
 def predict(model, texts: list[str], labels: list[str], threshold: float, per_label: dict[str, float],
-            batch_size: int = 16) -> list[dict[str, list[str]]]:
+            batch_size: int = 16, asked: dict[str, str] | None = None,
+            descriptions: dict[str, str] | None = None) -> list[dict[str, list[str]]]:
     """One `{label: [mention, ...]}` per text. `include_spans=True` keeps repeated mentions of one text at
-    different offsets (the plain payload de-duplicates them); per-label thresholds go in the schema."""
+    different offsets (the plain payload de-duplicates them); per-label thresholds go in the schema. `asked`
+    (label -> the name the model is asked, as it was trained) and `descriptions` (by label) come from
+    `felix_model.json`; predictions come back under `labels`."""
     import torch
 
-    entity_types = {label: ({"threshold": per_label[label]} if label in per_label else {}) for label in labels}
+    asked, descriptions = asked or {}, descriptions or {}
+    entity_types = {asked.get(label, label): {**({"threshold": per_label[label]} if label in per_label else {}),
+                                              **({"description": descriptions[label]} if label in descriptions else {})}
+                    for label in labels}
     preds: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -106,7 +116,7 @@ def predict(model, texts: list[str], labels: list[str], threshold: float, per_la
                                                    batch_size=batch_size, threshold=threshold, include_spans=True)
             for res in results:
                 ents = (res or {}).get("entities") or {}
-                preds.append({label: mentions_of(ents.get(label)) for label in labels})
+                preds.append({label: mentions_of(ents.get(asked.get(label, label))) for label in labels})
     return preds
 
 
@@ -140,7 +150,10 @@ def evaluate_ner(ref: ModelRef, records: list[tuple[int, dict]], *, threshold: f
     load_s = time.perf_counter() - t0
     texts = [row["input"] for row in rows]
     t0 = time.perf_counter()
-    preds = predict(model, texts, model_labels, default, per_label, max(1, batch_size)) if texts else []
+    asked = asked_labels(model_labels, ref.info)
+    descriptions = ref.info.get("label_descriptions") or {}
+    preds = predict(model, texts, model_labels, default, per_label, max(1, batch_size), asked,
+                    descriptions) if texts else []
     infer_s = time.perf_counter() - t0
     if labels_map:
         preds = rename_predictions(preds, labels_map)
@@ -148,6 +161,8 @@ def evaluate_ner(ref: ModelRef, records: list[tuple[int, dict]], *, threshold: f
     report = {"eval": "ner", "threshold": default, "threshold_source": origin}
     if per_label:
         report["label_thresholds"] = {lab: per_label[lab] for lab in model_labels if lab in per_label}
+    if any(asked[lab] != lab for lab in model_labels):
+        report["asked_as"] = {lab: asked[lab] for lab in model_labels if asked[lab] != lab}
     if labels_map:
         report["labels_map"] = labels_map
         report["model_labels"] = model_labels

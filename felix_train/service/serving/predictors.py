@@ -73,6 +73,8 @@ class GLiNER2Predictor:
         else:
             raise FelixError(f"{ref.model_dir / 'felix_model.json'} lists no gliner2 or peft-lora weights")
         self.model = model.to(self.device, dtype=_dtype(dtype, self.device)).eval()
+        saved = ref.info.get("thresholds")  # chosen on the eval split by the trainer: the default when a request gives none
+        self.thresholds = {str(k): float(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
 
     def warm_up(self) -> None:
         self.model.batch_extract(["Felix warms up in Paris."], self.model.create_schema().entities(["city"]))
@@ -80,8 +82,16 @@ class GLiNER2Predictor:
     def predict(self, req: GLiNER2PredictRequest) -> dict:
         import torch
 
-        if req.entities is not None:
-            schema = self.model.create_schema().entities(req.entities)
+        threshold, entities = req.threshold, req.entities
+        if "threshold" not in req.model_fields_set and self.thresholds:
+            threshold = self.thresholds.get("default", threshold)
+            if entities is not None:  # per-label thresholds, beside any description
+                items = entities.items() if isinstance(entities, dict) else ((e, None) for e in entities)
+                entities = {e: {**({"description": d} if d else {}),
+                                **({"threshold": self.thresholds[e]} if e in self.thresholds and e != "default" else {})}
+                            for e, d in items}
+        if entities is not None:
+            schema = self.model.create_schema().entities(entities)
         else:
             from gliner2.inference.schema import Schema
 
@@ -94,7 +104,7 @@ class GLiNER2Predictor:
                 raise PredictInputError([ErrorItem(("schema",), str(err), "value_error")]) from None
         with torch.inference_mode():
             results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size,
-                                               threshold=req.threshold, include_confidence=req.include_confidence,
+                                               threshold=threshold, include_confidence=req.include_confidence,
                                                include_spans=req.include_spans)
         return {"result": results[0]} if req.text is not None else {"results": results}
 

@@ -4,7 +4,9 @@
 JSONL, through `felix_train.jsonl`), makes every entity record list every entity label of its
 dataset (`fill_entity_labels`: `[]` = none of this type, or gliner2 learns no negatives and
 rejects `"entities": {}`), applies `engine.max_length` / `length_policy` (words as gliner2
-splits them: its collator truncates words, not sub-word tokens) and holds out the eval split.
+splits them: its collator truncates words, not sub-word tokens), holds out the eval split
+(`split.py`: unseen-mention by default) and renames entity labels to the names the model is asked
+(`labels.py`: verbalised, with the datasets' or `engine.label_descriptions` descriptions).
 Records stay in memory, so gliner2 never shuffles a caller's list or writes `.lengths.*` files
 next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for inspection.
 
@@ -17,16 +19,17 @@ alone. Pure Python at import (torch and transformers load inside `epoch_order`).
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from felix_train.errors import DatasetError, ErrorItem
+from felix_train.errors import DatasetError, ErrorItem, SpecError
 from felix_train.jobs import atomic_write_text
 from felix_train.jsonl import JSONLError, iter_jsonl
-from felix_train.spec import LengthPolicy
+from felix_train.spec import EvalSplit, LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext
+from felix_train.trainers.gliner2.labels import dataset_descriptions, label_prompts, prompt_records
+from felix_train.trainers.gliner2.split import Split, split_eval, train_mentions
 
 # The order of epoch e under seed s draws from seed s × SEED_STRIDE + e, so that seeds s and s+1 never share one
 SEED_STRIDE = 1_000_003
@@ -42,6 +45,16 @@ class PreparedData:
     per_dataset: dict[str, dict[str, int]] = field(default_factory=dict)
     dropped: int = 0
     truncated: int = 0
+    eval_split: str = EvalSplit.RANDOM.value  # how `eval` was held out (`split.py`)
+    split_note: str = ""
+    train_mentions: frozenset[str] = frozenset()  # mention keys of the training records (seen/unseen F1)
+    label_prompts: dict[str, str] = field(default_factory=dict)  # dataset label -> the name the model sees
+    label_descriptions: dict[str, str] = field(default_factory=dict)  # by dataset label
+
+    @property
+    def label_names(self) -> dict[str, str]:
+        """{name the model sees: dataset label}, to report predictions under the dataset's labels."""
+        return {prompt: label for label, prompt in self.label_prompts.items()}
 
 
 def read_records(ds: ResolvedDataset) -> list[tuple[int, dict]]:
@@ -98,23 +111,12 @@ def _word_count(text: str, splitter) -> int:
     return sum(1 for _ in splitter(text, lower=False))
 
 
-def split_eval(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A seeded held-out split: round(n × fraction) records (at least 1, leaving at least 1 to train on)."""
-    n = len(records)
-    if fraction <= 0 or n < 2:
-        return records, []
-    k = min(max(1, round(n * fraction)), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    held = set(order[:k])
-    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
-
-
 def prepare_data(ctx: TrainContext, word_splitter) -> PreparedData:
-    """Load, label-fill, length-check and split the job's datasets (DatasetError on bad data)."""
+    """Load, label-fill, length-check, split and label-prompt the job's datasets (DatasetError on bad data)."""
     spec = ctx.spec
-    max_len = spec.engine.max_length
-    policy = spec.engine.length_policy
+    eng = spec.engine
+    max_len = eng.max_length
+    policy = eng.length_policy
     too_long: list[str] = []
     dropped = truncated = 0
 
@@ -136,17 +138,18 @@ def prepare_data(ctx: TrainContext, word_splitter) -> PreparedData:
             kept.append(rec)
         return kept
 
+    loaded = {ds.name: load(ds) for ds in ctx.train_data}
+    if ctx.eval_data is None:
+        split = split_eval(loaded, eng.eval.fraction, eng.seed, eng.eval.split)
+    else:
+        split = Split({name: (recs, []) for name, recs in loaded.items()}, EvalSplit.RANDOM,
+                      f"eval dataset {ctx.eval_data.name}")
     per_dataset: dict[str, dict[str, int]] = {}
     train: list[dict] = []
     held: list[dict] = []
-    for ds in ctx.train_data:
-        recs = load(ds)
-        if ctx.eval_data is None:
-            # split each dataset on its own so every dataset is represented in eval
-            tr, ev = split_eval(recs, spec.engine.eval.fraction, spec.engine.seed)
-        else:
-            tr, ev = recs, []
-        per_dataset[ds.name] = {"records": len(recs), "train": len(tr), "eval": len(ev)}
+    for name, recs in loaded.items():
+        tr, ev = split.parts[name]
+        per_dataset[name] = {"records": len(recs), "train": len(tr), "eval": len(ev)}
         train.extend(tr)
         held.extend(ev)
     if ctx.eval_data is not None:
@@ -162,8 +165,19 @@ def prepare_data(ctx: TrainContext, word_splitter) -> PreparedData:
     if not train:
         raise DatasetError("no training records are left after the eval split and length policy; "
                            "add records or lower `engine.eval.fraction`")
-    return PreparedData(train=train, eval=held, per_dataset=per_dataset, dropped=dropped, truncated=truncated,
-                        collator_max_len=max_len if policy == LengthPolicy.TRUNCATE else None)
+    labels = entity_labels(train + held)
+    descriptions = {**dataset_descriptions(train + held), **(eng.label_descriptions or {})}
+    unknown = sorted(set(eng.label_descriptions or {}) - set(labels))
+    if unknown:
+        raise SpecError([ErrorItem(("engine", "label_descriptions"), f"names label(s) {unknown} that no dataset of "
+                                   f"the job has; its labels are {labels}", "unknown_label")])
+    prompts = label_prompts(labels, verbalize=eng.label_verbalize)
+    return PreparedData(
+        train=prompt_records(train, prompts, descriptions), eval=prompt_records(held, prompts, descriptions),
+        per_dataset=per_dataset, dropped=dropped, truncated=truncated,
+        collator_max_len=max_len if policy == LengthPolicy.TRUNCATE else None,
+        eval_split=split.kind.value, split_note=split.note, train_mentions=train_mentions(train),
+        label_prompts=prompts, label_descriptions={k: v for k, v in descriptions.items() if k in prompts})
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

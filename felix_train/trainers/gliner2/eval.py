@@ -5,6 +5,8 @@ tasks and labels of each gold record (`_eval_schema`: entity types in sorted ord
 order training used) and scores what it returns against gold, per label and micro: entity
 mentions by exact normalised text per record and label (multisets, `felix_train.metrics_ner`),
 classifications by label, relations by (head, tail), structures by (field, value).
+Where the eval records hold mentions training saw and mentions it did not (a random split, or
+an eval dataset), entity F1 is also reported on each kind (`eval_f1_seen`, `eval_f1_unseen`).
 `evaluate(trainer)` adds the eval loss per record (gliner2 sums its loss over a batch). Every
 rank of a distributed run evaluates the whole eval set alike: no collectives, the same metrics.
 Pure Python at import (torch loads inside `evaluate`).
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from felix_train.metrics_ner import normalize_mention, prf, score_entities
+from felix_train.metrics_ner import mentions_of, normalize_mention, prf, score_entities
+from felix_train.trainers.gliner2.split import mention_key
 
 EVAL_THRESHOLD = 0.5
 
@@ -114,12 +117,36 @@ def _pred_items(schema: dict, pred: dict) -> dict[str, list]:
     return items
 
 
-def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: int | None = None) -> dict[str, float]:
+def _split_by_seen(maps: list[dict], seen: frozenset[str], want: bool) -> list[dict]:
+    """The mentions of each `{label: mentions}` map whose surface form training saw (`want`) or did not."""
+    return [{label: [m for m in mentions_of(v) if (mention_key(m) in seen) == want] for label, v in mp.items()}
+            for mp in maps]
+
+
+def seen_unseen_metrics(gold: list[dict], pred: list[dict], labels: list[str], seen: frozenset[str]) -> dict[str, float]:
+    """Entity micro P/R/F1 on the mentions whose surface form occurs in training (`_seen`) and on the others
+    (`_unseen`), gold and predicted alike; {} unless the gold holds both kinds."""
+    out: dict[str, float] = {}
+    for suffix, want in (("seen", True), ("unseen", False)):
+        m = score_entities(_split_by_seen(gold, seen, want), _split_by_seen(pred, seen, want), labels=labels)["micro"]
+        if not m["support"]:
+            return {}
+        out.update({f"eval_f1_{suffix}": m["f1"], f"eval_precision_{suffix}": m["precision"],
+                    f"eval_recall_{suffix}": m["recall"], f"eval_support_{suffix}": m["support"]})
+    return out
+
+
+def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: int | None = None,
+                       label_names: dict[str, str] | None = None,
+                       seen_mentions: frozenset[str] | None = None) -> dict[str, float]:
     """Micro and per-label precision/recall/F1 of `model.batch_extract` against gold (exact match).
 
     Entities are matched as multisets of normalised mention text per record and label
     (`felix_train.metrics_ner`); classifications by label, relations by (head, tail)
-    text, structures by (field, value) text. Threshold 0.5.
+    text, structures by (field, value) text. Threshold 0.5. `label_names` maps the entity
+    labels the model was asked (prompt names) back to the dataset's for the per-label figures;
+    with `seen_mentions` (the training mentions) entity F1 on seen and unseen mentions is added
+    where the gold holds both (`seen_unseen_metrics`).
     """
     from collections import Counter
 
@@ -130,13 +157,18 @@ def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: 
     preds = model.batch_extract(texts, schemas, batch_size=batch_size, threshold=EVAL_THRESHOLD, max_len=max_len)
 
     counts: dict[str, list[int]] = {}
+    extra: dict[str, float] = {}
     ent_idx = [i for i, s in enumerate(schemas) if "entities" in s]
     if ent_idx:
+        names = label_names or {}
         gold = [records[i]["output"]["entities"] for i in ent_idx]
         pred = [preds[i].get("entities") or {} for i in ent_idx]
-        scored = score_entities(gold, pred, labels=sorted({lab for i in ent_idx for lab in schemas[i]["entities"]}))
+        labels = sorted({lab for i in ent_idx for lab in schemas[i]["entities"]})
+        scored = score_entities(gold, pred, labels=labels)
         for label, m in scored["per_label"].items():
-            counts[label] = [m["tp"], m["fp"], m["fn"]]
+            counts[names.get(label, label)] = [m["tp"], m["fp"], m["fn"]]
+        if seen_mentions is not None:
+            extra = seen_unseen_metrics(gold, pred, labels, seen_mentions)
     for rec, schema, pred in zip(records, schemas, preds):
         gold_items, pred_items = _gold_items(rec["output"]), _pred_items(schema, pred)
         for key in set(gold_items) | set(pred_items):
@@ -156,6 +188,7 @@ def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: 
         out[f"eval_f1/{label}"] = m["f1"]
         out[f"eval_precision/{label}"] = m["precision"]
         out[f"eval_recall/{label}"] = m["recall"]
+    out.update(extra)
     return out
 
 
@@ -186,7 +219,9 @@ def evaluate(trainer) -> dict[str, float]:
                     total += float(loss.detach().float().cpu())
                     n += len(chunk)
         metrics = {"eval_loss": total / n if n else float("nan")}
-        metrics.update(extraction_metrics(trainer.base_model, records, batch_size=bs, max_len=trainer.data.collator_max_len))
+        metrics.update(extraction_metrics(trainer.base_model, records, batch_size=bs, max_len=trainer.data.collator_max_len,
+                                          label_names=trainer.data.label_names,
+                                          seen_mentions=trainer.data.train_mentions))
     finally:
         if was_training:
             model.train()

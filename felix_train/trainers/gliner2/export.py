@@ -3,7 +3,10 @@
 Final model choice (`finish`): when an eval set exists, the model written to `job/model/` is the
 best checkpoint by `eval_f1` if that is strictly better than the last step's, else the last
 step's weights; `felix_model.json` and the job metrics (`final_model_from`, `final_model_step`)
-say which.
+say which. With those weights the decision thresholds are chosen on the eval split
+(`calibrate.py`) and saved in `felix_model.json` (`thresholds`, `thresholds_chosen`), beside the
+label names the model is asked (`label_prompts`, `label_verbalize`, `label_descriptions`) and the
+eval split (`eval_split`).
 
 The folder (`export_model`), loadable with no felix code: LoRA writes the PEFT adapter under
 `adapter/` and always the merged model under `merged/` (whatever `engine.export.merged` says);
@@ -71,6 +74,20 @@ def load_weights_from(trainer, folder: Path) -> None:
         trainer.base_model.load_state_dict(state)
 
 
+def _calibrate(trainer, data: PreparedData):
+    """Decision thresholds chosen on the eval records with the final weights (`calibrate.py`); None without any."""
+    if not data.eval:
+        return None
+    from felix_train.trainers.gliner2.calibrate import calibrate
+
+    model = trainer.base_model
+    try:
+        return calibrate(model, data.eval, batch_size=trainer.config.eval_batch_size, max_len=data.collator_max_len,
+                         label_names=data.label_names)
+    finally:
+        trainer.processor.change_mode(is_training=True)
+
+
 def finish(trainer, ctx: TrainContext, data: PreparedData, pos: Position, last_manifest: Any) -> TrainResult:
     """Pick the final weights (best checkpoint or last step), export them, report the job's metrics."""
     reporter = ctx.reporter
@@ -99,9 +116,22 @@ def finish(trainer, ctx: TrainContext, data: PreparedData, pos: Position, last_m
         "final_model_checkpoint": chosen.uuid if chosen else None,
         "final_model_step": chosen.step if chosen else pos.step,
     }
+    if data.eval:
+        metrics["eval_split"] = data.eval_split
+    info: dict[str, Any] = {"label_prompts": data.label_prompts, "label_verbalize": ctx.spec.engine.label_verbalize,
+                            "label_descriptions": data.label_descriptions}
     if ctx.is_main_process:
+        calibration = _calibrate(trainer, data)
+        if calibration is not None:
+            metrics.update({"eval_f1_at_0.5": calibration.f1_at_half, "eval_f1_calibrated": calibration.f1_calibrated,
+                            "threshold": calibration.default,
+                            **{f"threshold/{k}": v for k, v in calibration.per_label.items()}})
+            info.update(thresholds=calibration.thresholds(), thresholds_chosen=calibration.chosen(len(data.eval)))
+            reporter.log(f"thresholds chosen on the eval split: {calibration.thresholds()}; entity micro-F1 "
+                         f"{calibration.f1_at_half:.3f} at 0.5 -> {calibration.f1_calibrated:.3f} calibrated")
         export_model(trainer, ctx, {"checkpoint": metrics["final_model_checkpoint"], "step": metrics["final_model_step"],
-                                    "selected": metrics["final_model_from"],
+                                    "selected": metrics["final_model_from"], "eval_split": metrics.get("eval_split"),
+                                    **info,
                                     "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     if "eval_f1" in metrics:
         reporter.log(f"final model (step {metrics['final_model_step']}, {metrics['final_model_from'].replace('_', ' ')}): "

@@ -7,7 +7,10 @@ zero_grad); this loop walks the epoch order (`FelixGLiNER2Trainer.epoch_order`),
 `pos.batch`, and adds per-step progress and metrics through the job's reporter.
 
 Cadence: a log line every `engine.logging_steps`, eval every `engine.eval.steps` or each epoch,
-a checkpoint every `engine.save_steps` or each epoch, and both at the last step. Once per
+a checkpoint every `engine.save_steps` or each epoch, and both at the last step. With
+`engine.early_stopping_patience` an eval with a better eval F1 than any before is checkpointed
+too (so the best weights are there for `export.finish` to take), and training ends, complete,
+after that many evals in a row without a better one. Once per
 optimizer step every rank polls `ctx.control`: on a stop request or a preemption signal it
 checkpoints (if this step has none yet) and returns `Outcome.STOPPED` / `Outcome.PREEMPTED`.
 
@@ -40,6 +43,7 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
     nb = trainer.batches_per_epoch
     accum = cfg.gradient_accumulation_steps
     eval_steps = spec.engine.eval.steps
+    patience = spec.engine.early_stopping_patience if trainer.data.eval else None
     save_steps = spec.engine.save_steps
     use_amp = cfg.fp16 or cfg.bf16
     amp_dtype = torch.bfloat16 if cfg.bf16 else torch.float16
@@ -55,7 +59,8 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
     bar = tqdm(total=total, initial=pos.step, desc=f"train {ctx.job.id}", file=sys.stderr,
                disable=not ctx.is_main_process, dynamic_ncols=True)
     try:
-        while pos.step < total:  # total_steps ends the last epoch (or is engine.max_steps)
+        stop_early = False
+        while pos.step < total and not stop_early:  # total_steps ends the last epoch (or is engine.max_steps)
             order = trainer.epoch_order(pos.epoch)
             micro, step_loss, step_records = 0, 0.0, 0
             while pos.batch < nb and pos.step < total:
@@ -104,15 +109,23 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                 eval_now = bool(trainer.data.eval) and (
                     (eval_steps and pos.step % eval_steps == 0)
                     or (not eval_steps and last_in_epoch) or pos.step == total)
+                improved = stop_early = False
                 if eval_now:
                     pos.last_eval = {"step": pos.step, **evaluate(trainer)}
                     _log_eval(trainer, pos, epoch_f, pos.last_eval, bar)
+                    if patience:
+                        improved, stop_early = _early_stopping(pos, patience)
                 save_now = (save_steps and pos.step % save_steps == 0) or (not save_steps and last_in_epoch) \
-                    or pos.step == total
+                    or pos.step == total or improved or stop_early
                 if save_now:
                     last_manifest = save_checkpoint(trainer, pos, _checkpoint_metrics(trainer, pos, step_metrics))
                     saved_step = pos.step
-                if pos.step >= total:
+                if stop_early:
+                    reporter.progress(pos.step, total, epoch_f, force=True)
+                    reporter.log(f"early stopping at step {pos.step}: eval F1 {pos.last_eval.get('eval_f1', 0):.4f}, "
+                                 f"no better than {pos.best_eval_f1:.4f} for {pos.evals_since_best} eval(s) "
+                                 f"(engine.early_stopping_patience={patience})")
+                if pos.step >= total or stop_early:
                     break
                 reason = ctx.control.check()
                 if reason is not None:
@@ -129,6 +142,18 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
         bar.close()
         pos.runtime_s += time.monotonic() - trainer._t0
     return Outcome.COMPLETE, pos, last_manifest
+
+
+def _early_stopping(pos: Position, patience: int) -> tuple[bool, bool]:
+    """(this eval is the best so far, training should stop) after an eval, counting evals without a better F1."""
+    f1 = pos.last_eval.get("eval_f1")
+    if f1 is None:
+        return False, False
+    if pos.best_eval_f1 is None or f1 > pos.best_eval_f1:
+        pos.best_eval_f1, pos.evals_since_best = f1, 0
+        return True, False
+    pos.evals_since_best += 1
+    return False, pos.evals_since_best >= patience
 
 
 def _flush_nonfinite(trainer) -> None:

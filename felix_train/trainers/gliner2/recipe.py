@@ -35,6 +35,12 @@ def run(ctx: TrainContext) -> TrainResult:
         reporter.log(f"gliner2 label sampling: {change}")
     for name, c in data.per_dataset.items():
         reporter.log(f"dataset {name}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if data.eval:
+        reporter.log(f"eval split {data.eval_split}: {data.split_note}")
+    renamed = {k: v for k, v in data.label_prompts.items() if k != v}
+    if renamed or data.label_descriptions:
+        reporter.log("labels asked as " + (", ".join(f"{k!r} -> {v!r}" for k, v in renamed.items()) or "they are")
+                     + (f"; described: {', '.join(data.label_descriptions)}" if data.label_descriptions else ""))
     if data.dropped or data.truncated:
         reporter.log(f"length policy {spec.engine.length_policy.value}: {data.dropped} record(s) dropped, "
                      f"{data.truncated} truncated to {spec.engine.max_length} words")

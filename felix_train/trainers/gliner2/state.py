@@ -5,7 +5,7 @@ A checkpoint folder (`checkpoints/<uuid>/`, committed by the job's CheckpointMan
 gliner2 folder `GLiNER2.from_pretrained` loads), `training_state.pt` (optimizer, scheduler,
 GradScaler, torch/CUDA RNG, and every rank's RNG in a distributed run; load with
 `weights_only=True`) and `trainer_state.json` (step, epoch, next batch, the epoch's record order
-and its seed, Python/NumPy RNG, running loss sums, the last eval). `restore` puts all of it back
+and its seed, Python/NumPy RNG, running loss sums, the last eval, the early-stopping count). `restore` puts all of it back
 and the loop skips the batches already seen, so a preempted run ends with the same weights as
 an uninterrupted one (bit-exact on CPU).
 
@@ -70,6 +70,8 @@ class Position:
     records_seen: int = 0
     runtime_s: float = 0.0  # training seconds before this process
     last_eval: dict = field(default_factory=dict)
+    best_eval_f1: float | None = None  # early stopping: the best eval F1 so far
+    evals_since_best: int = 0  # early stopping: evals in a row without a better eval F1
 
 
 def save_checkpoint(trainer, pos: Position, metrics: dict) -> Any:
@@ -104,6 +106,7 @@ def save_checkpoint(trainer, pos: Position, metrics: dict) -> Any:
             "data_seed": trainer.config.seed, "num_train_records": len(trainer.train_dataset),
             "total_steps": trainer.total_steps, "loss_sum": pos.loss_sum, "records_seen": pos.records_seen,
             "runtime_s": pos.runtime_s + (time.monotonic() - trainer._t0), "last_eval": pos.last_eval,
+            "best_eval_f1": pos.best_eval_f1, "evals_since_best": pos.evals_since_best,
             "training_type": "lora" if trainer.config.use_lora else "full", "rng": _rng_state(),
             "world_size": trainer.world, "global_batch_size": trainer.global_batch_size,
         }
@@ -145,7 +148,8 @@ def restore(trainer, folder: Path) -> Position:
     _set_rng_state(rng, torch_state)
     pos = Position(step=state["step"], epoch=state["epoch"], batch=state["batch"], loss_sum=state["loss_sum"],
                    records_seen=state["records_seen"], runtime_s=state["runtime_s"],
-                   last_eval=state.get("last_eval") or {})
+                   last_eval=state.get("last_eval") or {}, best_eval_f1=state.get("best_eval_f1"),
+                   evals_since_best=state.get("evals_since_best", 0))
     saved_global = state.get("global_batch_size", trainer.config.batch_size)
     if saved_global != trainer.global_batch_size:
         _rescale(trainer, pos, state, saved_global)
