@@ -224,6 +224,8 @@ def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> d
                  ("Liger kernels", kwargs.get("use_liger_kernel")))
         used = [name for name, on in flags if on]
         ctx.reporter.log(f"GPU defaults: {', '.join(used) or 'fp32'}")
+        if "use_liger_kernel" not in gpu:
+            ctx.reporter.log("Liger kernels not used: liger-kernel is not installed (`pip install liger-kernel`)")
     return kwargs
 
 

@@ -340,6 +340,10 @@ def test_vllm_colocate_and_liger_reach_the_grpo_config_on_a_gpu(model_store, tmp
     kwargs = grpo.config_kwargs(cpu, has_eval=False, reward_weights=[1.0])
     assert kwargs["use_vllm"] is False and "vllm_mode" not in kwargs and "use_liger_kernel" not in kwargs
     assert GRPOConfig(**kwargs).generation_kwargs == {"use_cache": True}
+    # on a GPU without liger-kernel installed: not asked for, and the log says how to get it
+    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
+    assert "use_liger_kernel" not in grpo.config_kwargs(ctx, has_eval=False, reward_weights=[1.0])
+    assert "Liger kernels not used: liger-kernel is not installed" in ctx.job.log_path.read_text()
 
     # vLLM asked for where it cannot run: refused, naming the field and the fix
     (error,) = grpo.check_params(rl, "cpu", GenerationBackend.VLLM)
