@@ -484,8 +484,12 @@ def _bad_job_id(args) -> str | None:
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     service = _service_argv(argv)
-    if service is not None:
+    if service is not None:  # the worker sets each job's FELIX_CONCURRENT_JOBS; its jobs apply the policy themselves
         return run_service(*service)
+    # before anything imports torch: OMP_WAIT_POLICY=PASSIVE and the CPUs divided among the jobs run at once
+    from felix_train.perf.threads import apply_process_policy
+
+    apply_process_policy()
     # `felix-train SPEC [--job-id ID]` is the run command (`python -m felix_train SPEC`).
     first = _first_word(argv)
     if first is not None and first not in COMMANDS and (os.path.exists(first) or first.endswith((".yaml", ".yml", ".json"))):

@@ -118,8 +118,12 @@ class Reporter:
         self._t0 = time.monotonic()
         self._step0 = step
 
-    def progress(self, step: int, total_steps: int, epoch: float | None = None, *, force: bool = False) -> None:
-        """Record progress; the ETA extrapolates this process's own rate (resumed steps excluded)."""
+    def progress(self, step: int, total_steps: int, epoch: float | None = None, *, force: bool = False,
+                 **extra: Any) -> None:
+        """Record progress; the ETA extrapolates this process's own rate (resumed steps excluded).
+
+        `extra` fields join the progress as they are (e.g. `tokens_per_s`, `achieved_tflops`, `mfu`).
+        """
         if not self.is_main:
             return
         now = time.monotonic()
@@ -133,7 +137,8 @@ class Reporter:
         if done > 0 and total_steps:
             eta = round((now - self._t0) / done * max(total_steps - step, 0), 1)
         self.update_status(progress=Progress(step=int(step), total_steps=int(total_steps or 0),
-                                             epoch=None if epoch is None else round(float(epoch), 4), eta_s=eta))
+                                             epoch=None if epoch is None else round(float(epoch), 4), eta_s=eta,
+                                             **{k: _jsonable(v) for k, v in extra.items()}))
 
     # -- plots -------------------------------------------------------------------
     def write_loss_plot(self) -> None:

@@ -46,6 +46,13 @@ class LengthPolicy(str, Enum):
     DROP = "drop"  # leave the record out, counted and reported
 
 
+class GenerationBackend(str, Enum):
+    """`engine.generation`: what generates GRPO's completions."""
+
+    TRANSFORMERS = "transformers"  # `model.generate`, batched, with the KV cache
+    VLLM = "vllm"  # TRL's colocated vLLM engine (`use_vllm=True, vllm_mode="colocate"`): CUDA, vllm installed
+
+
 class ReportTo(str, Enum):
     """A tracker for `engine.report_to`: TrainingArguments' own integration of that name (SFT, DPO, GRPO).
 
@@ -144,6 +151,9 @@ class EngineSpec(_Strict):
     completion_only_loss: bool = Field(True, description="SFT loss on assistant turns / completions only.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (off on CPU unless asked).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")
+    generation: GenerationBackend = Field(GenerationBackend.TRANSFORMERS, description="GRPO: what generates the "
+                                          "completions: `transformers` (batched, KV cache) or `vllm` (TRL's colocated vLLM "
+                                          "engine; needs a GPU and vllm installed).")
     export: ExportSpec = Field(default_factory=ExportSpec)
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
     early_stopping_patience: int | None = Field(None, ge=1, le=1000, description="Stop after this many evals in a row "

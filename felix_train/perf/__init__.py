@@ -11,15 +11,26 @@ Nothing here imports torch at import time; the functions that need it (`threads.
 - `precision`: `engine.precision` auto/fp32/bf16/fp16 resolved for the device.
 """
 
-from felix_train.perf.flops import FlopsPerToken, ModelShape, training_flops
-from felix_train.perf.hardware import describe_device, usable_cpus
-from felix_train.perf.mfu import Throughput, throughput_metrics
-from felix_train.perf.peak import device_peak_flops
-from felix_train.perf.precision import Precision, ResolvedPrecision, choose_precision, resolve_precision
-from felix_train.perf.threads import apply_thread_policy, torch_threads
+from importlib import import_module
 
-__all__ = [
-    "FlopsPerToken", "ModelShape", "Precision", "ResolvedPrecision", "Throughput", "apply_thread_policy",
-    "choose_precision", "describe_device", "device_peak_flops", "resolve_precision", "throughput_metrics",
-    "torch_threads", "training_flops", "usable_cpus",
-]
+_HOMES = {
+    "FlopsPerToken": "flops", "ModelShape": "flops", "training_flops": "flops",
+    "describe_device": "hardware", "usable_cpus": "hardware",
+    "Throughput": "mfu", "throughput_metrics": "mfu",
+    "device_peak_flops": "peak",
+    "Precision": "precision", "ResolvedPrecision": "precision", "choose_precision": "precision",
+    "resolve_precision": "precision",
+    "apply_thread_policy": "threads", "torch_threads": "threads",
+}
+"""Where each public name lives: loaded on first use, so that the entry points' `perf.threads` (imported before
+anything else, on every `felix-train` command) does not pay for the other modules (`peak` loads `jobs`)."""
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

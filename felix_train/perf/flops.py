@@ -213,14 +213,15 @@ def dpo_flops(config: Any, seq_len: int, *, training_type: str = "lora", r: int 
 
 
 def training_flops(algorithm: str, training_type: str, config: Any, seq_len: int, *, r: int | None = None,
-                   target_modules: str | Sequence[str] | None = "all-linear",
+                   target_modules: str | Sequence[str] | None = "all-linear", n_lora: int | None = None,
                    reference_forward: bool | None = None) -> FlopsPerToken:
     """FLOPs per trained token for a job's (algorithm, training_type): the one call the trainers need.
 
     `sft` and `grpo` (its training pass; generation is `generation_flops`) use the full or LoRA formula;
     `dpo` adds the reference forward. `reference_forward` overrides whether a reference model's forward
     is paid per token: default True for `dpo` (False when its log-probs are precomputed), False for `sft`
-    and for `grpo` (TRL's default `beta=0.0` loads no reference; pass True when `beta > 0`).
+    and for `grpo` (TRL's default `beta=0.0` loads no reference; pass True when `beta > 0`). LoRA's adapter
+    size is `n_lora` (e.g. the model's trainable parameter count) or `r` and `target_modules`.
     Raises ValueError on an unknown algorithm or training type.
     """
     if training_type not in ("lora", "full"):
@@ -230,8 +231,8 @@ def training_flops(algorithm: str, training_type: str, config: Any, seq_len: int
     ref = (algorithm == "dpo") if reference_forward is None else reference_forward
     if ref:
         f = dpo_flops(config, seq_len, training_type=training_type, r=r, target_modules=target_modules,
-                      precompute_ref_log_probs=False)
+                      n_lora=n_lora, precompute_ref_log_probs=False)
         return FlopsPerToken(f.total, f.formula.replace("dpo:", f"{algorithm}:", 1), f.parts)
     if training_type == "lora":
-        return lora_training_flops(config, seq_len, r=r, target_modules=target_modules)
+        return lora_training_flops(config, seq_len, r=r, target_modules=target_modules, n_lora=n_lora)
     return full_training_flops(config, seq_len)

@@ -9,7 +9,7 @@ common GPUs (`PUBLISHED_PEAKS`) stands in.
 The cache is one JSON file per device key (`hardware.device_key`: the CPU model and thread count, or the
 GPU name): `$FELIX_HOME/perf/peak-<key>.json` = `{"key", "device", "flops": {precision: FLOP/s},
 "source": {precision: "probe"|"published"}, "measured_at"}`, written atomically. Delete it (or pass
-`refresh=True`) to measure again.
+`refresh=True`) to measure again. `FELIX_PEAK_PROBE=0` turns measuring off (`probe_enabled`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ PUBLISHED_PEAKS: dict[str, dict[str, float]] = {
     "L4": {"fp32": 30.3e12, "tf32": 60e12, "bf16": 121e12, "fp16": 121e12},
     "A10": {"fp32": 31.2e12, "tf32": 62.5e12, "bf16": 125e12, "fp16": 125e12},
 }
+
+PROBE_ENV = "FELIX_PEAK_PROBE"
+"""`0` (or false/no/off): never measure a peak that is not cached (tests, a machine where 2 s matter)."""
 
 CPU_PROBE_SIZES = (256, 512, 1024)
 CUDA_PROBE_SIZES = (2048, 4096, 8192)
@@ -118,14 +121,25 @@ def _current_threads() -> int | None:
         return None
 
 
+def probe_enabled() -> bool:
+    """Whether a missing peak may be measured: `FELIX_PEAK_PROBE` unset or anything but 0/false/no/off."""
+    import os
+
+    return os.environ.get(PROBE_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+
+
 def device_peak_flops(precision: str = "fp32", device: str = "cpu", *, home: str | None = None,
-                      probe: bool = True, refresh: bool = False) -> float | None:
+                      probe: bool | None = None, refresh: bool = False) -> float | None:
     """Peak matmul FLOP/s of `device` in `precision`, from the cache or measured (then cached).
 
-    CPU: always probed, with the threads torch will use (they are part of the cache key; torch is imported
+    CPU: probed, with the threads torch will use (they are part of the cache key; torch is imported
     only when a probe runs). CUDA: probed unless `probe=False`, then the published table; None when
-    neither gives a figure. A cached figure wins unless `refresh=True`. The cache file holds every precision measured so far for the device.
+    neither gives a figure. A cached figure wins unless `refresh=True`. The cache file holds every precision
+    measured so far for the device. `probe=None` follows `FELIX_PEAK_PROBE` (`0` turns measuring off: a CPU
+    then has its cached figure or None, a GPU the published one).
     """
+    if probe is None:
+        probe = probe_enabled()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = str(device).startswith("cuda")
@@ -143,6 +157,8 @@ def device_peak_flops(precision: str = "fp32", device: str = "cpu", *, home: str
     if cuda and not probe:
         flops = published_peak(info["cuda"]["name"], precision)
         source = "published"
+    elif not probe:
+        return None
     else:
         flops = probe_matmul_flops(precision, device)
         source = "probe"
@@ -156,6 +172,6 @@ def device_peak_flops(precision: str = "fp32", device: str = "cpu", *, home: str
 
 
 def device_peaks(precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu", *,
-                 home: str | None = None, probe: bool = True) -> dict[str, float | None]:
+                 home: str | None = None, probe: bool | None = None) -> dict[str, float | None]:
     """`{precision: FLOP/s}` for several precisions (each from the cache or measured once)."""
     return {p: device_peak_flops(p, device, home=home, probe=probe) for p in precisions}

@@ -59,7 +59,8 @@ def resolve_precision(requested: str | Precision, device_info: dict[str, Any],
                       measured: dict[str, float | None] | None = None) -> ResolvedPrecision:
     """The precision for `requested` on the device described by `device_info` (see the module table).
 
-    device_info: `hardware.describe_device()`'s dict: `type`, `cpu.flags`, `cuda.capability`.
+    device_info: `hardware.describe_device()`'s dict: `type`, `cpu.flags`, `cuda.capability` (and
+    `cuda.bf16_supported`, which wins over the capability when present: native bf16, emulation not counted).
     measured: `{"fp32": FLOP/s, "bf16": FLOP/s}` from `peak.device_peaks()`; consulted for `auto` on an
     AMX CPU only. Raises ValueError for an unknown value or `fp16` on CPU.
     """
@@ -71,10 +72,14 @@ def resolve_precision(requested: str | Precision, device_info: dict[str, Any],
     if req is not Precision.AUTO:
         return ResolvedPrecision(req, f"engine.precision {req.value} requested")
     if kind == "cuda":
-        cap = tuple(device_info.get("cuda", {}).get("capability") or (0, 0))
-        if cap >= (8, 0):
-            return ResolvedPrecision(Precision.BF16, f"auto: CUDA capability {cap[0]}.{cap[1]} has native bf16")
-        return ResolvedPrecision(Precision.FP32, f"auto: CUDA capability {cap[0]}.{cap[1]} emulates bf16; fp32")
+        cuda = device_info.get("cuda", {})
+        cap = tuple(cuda.get("capability") or (0, 0))
+        native = cuda.get("bf16_supported")
+        native = cap >= (8, 0) if native is None else bool(native)
+        what = f"CUDA capability {cap[0]}.{cap[1]}" if cuda.get("capability") else "this CUDA GPU"
+        if native:
+            return ResolvedPrecision(Precision.BF16, f"auto: bf16, {what} has native bf16")
+        return ResolvedPrecision(Precision.FP32, f"auto: fp32, {what} emulates bf16")
     if kind != "cpu":
         return ResolvedPrecision(Precision.FP32, f"auto: fp32 on device type {kind!r}")
     flags = device_info.get("cpu", {}).get("flags", {})
@@ -93,16 +98,19 @@ def resolve_precision(requested: str | Precision, device_info: dict[str, Any],
 
 
 def choose_precision(requested: str | Precision = "auto", device: str = "cpu", *,
-                     home: str | None = None) -> ResolvedPrecision:
-    """Describe the device, measure the peaks where `auto` needs them (an AMX CPU), resolve.
+                     home: str | None = None, info: dict[str, Any] | None = None) -> ResolvedPrecision:
+    """Describe the device (unless `info` describes it already), measure the peaks where `auto` needs them
+    (an AMX CPU), resolve.
 
     The peaks are cached under `$FELIX_HOME/perf/`, so only a device's first job pays the ~2 s probe.
     """
     from felix_train.perf.hardware import describe_device
     from felix_train.perf.peak import device_peaks
 
-    info = describe_device(device, load_torch=str(device).startswith("cuda"))
+    if info is None:
+        info = describe_device(device, load_torch=str(device).startswith("cuda"))
     measured = None
-    if _parse(requested) is Precision.AUTO and info["type"] == "cpu" and info["cpu"]["flags"].get("amx_bf16"):
+    if (_parse(requested) is Precision.AUTO and info["type"] == "cpu"
+            and info.get("cpu", {}).get("flags", {}).get("amx_bf16")):
         measured = device_peaks(("fp32", "bf16"), device, home=home)
     return resolve_precision(requested, info, measured)

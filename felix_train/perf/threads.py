@@ -10,8 +10,11 @@ with spinning threads against 102 ms with `OMP_WAIT_POLICY=PASSIVE`):
   nor from the other jobs a worker runs at once.
 
 `apply_thread_policy()` writes the environment (only what the user did not set) and must run before
-`import torch` (the CLI, the runner's entry and the worker do it first thing); `torch_threads()` fixes
-the intra-op pool afterwards for processes where torch was imported first (an embedding orchestrator).
+`import torch`; `apply_process_policy()` is what the entry points call first thing (`felix_train.cli.main`
+for `felix-train` and `python -m felix_train`, and `felix_train.run_job`): the CPUs divided among
+`FELIX_CONCURRENT_JOBS` (the worker sets it in each job's environment) times the launcher's local ranks.
+`torch_threads()` fixes the intra-op pool afterwards for processes where torch was imported first (an
+embedding orchestrator).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from felix_train.perf.hardware import usable_cpus
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Environment variables that size the OpenMP / MKL pools; set together to the same figure."""
+POLICY_VARS = ("OMP_WAIT_POLICY", *THREAD_VARS)
+CONCURRENT_JOBS_ENV = "FELIX_CONCURRENT_JOBS"
+"""Set by the worker in each job's environment: how many jobs it runs at once (they share the CPUs)."""
+POLICY_MARK_ENV = "FELIX_THREAD_POLICY"
+"""Written by `apply_process_policy`: the variables the policy set (not the user), so that a child process
+(a rank of `accelerate launch`, a job started by `felix-train SPEC`) recomputes them for itself instead of
+taking them for the user's."""
 
 
 def threads_per_job(concurrent_jobs: int = 1, cpus: int | None = None) -> int:
@@ -56,6 +66,34 @@ def apply_thread_policy(concurrent_jobs: int = 1, environ: MutableMapping[str, s
     return set_now
 
 
+def concurrent_jobs(environ: MutableMapping[str, str] | None = None) -> int:
+    """The processes sharing this machine's CPUs with this one: `FELIX_CONCURRENT_JOBS` (the worker's concurrency,
+    default 1) times `LOCAL_WORLD_SIZE` (the ranks a launcher started on this node, default 1)."""
+    environ = os.environ if environ is None else environ
+    total = 1
+    for name in (CONCURRENT_JOBS_ENV, "LOCAL_WORLD_SIZE"):
+        try:
+            total *= max(1, int(environ.get(name, "") or 1))
+        except ValueError:
+            pass
+    return total
+
+
+def apply_process_policy(environ: MutableMapping[str, str] | None = None, *, cpus: int | None = None) -> dict[str, str]:
+    """`apply_thread_policy(concurrent_jobs())` for a process entry point (the CLI, `felix_train.run_job`).
+
+    Values an ancestor's policy set (named in `FELIX_THREAD_POLICY`) are recomputed, not taken for the user's:
+    a launcher's ranks divide the CPUs again. Records what it set in `FELIX_THREAD_POLICY`; returns it.
+    """
+    environ = os.environ if environ is None else environ
+    for name in environ.get(POLICY_MARK_ENV, "").split(","):
+        if name in POLICY_VARS:
+            environ.pop(name, None)
+    set_now = apply_thread_policy(concurrent_jobs(environ), environ, cpus=cpus)
+    environ[POLICY_MARK_ENV] = ",".join(set_now)
+    return set_now
+
+
 def _env_threads(environ: MutableMapping[str, str]) -> int | None:
     value = environ.get("OMP_NUM_THREADS", "").strip().split(",")[0]  # OpenMP allows "4,2" (nested levels)
     try:
@@ -85,8 +123,11 @@ def torch_threads(concurrent_jobs: int = 1, environ: MutableMapping[str, str] | 
 def policy_summary(environ: MutableMapping[str, str] | None = None) -> str:
     """One log line: the thread figures and wait policy in effect, and whether torch was loaded first."""
     environ = os.environ if environ is None else environ
-    parts = [f"{name}={environ.get(name, 'unset')}" for name in ("OMP_WAIT_POLICY", *THREAD_VARS)]
+    parts = [f"{name}={environ.get(name, 'unset')}" for name in POLICY_VARS]
     torch = sys.modules.get("torch")
     if torch is not None:
         parts.append(f"torch threads={torch.get_num_threads()}")
+    if POLICY_MARK_ENV in environ:
+        ours = [n for n in environ[POLICY_MARK_ENV].split(",") if n]
+        parts.append(f"set by felix: {', '.join(ours) or 'none (all set by the user)'}")
     return "CPU thread policy: " + ", ".join(parts)

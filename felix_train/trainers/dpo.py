@@ -15,7 +15,9 @@ Reads top to bottom like a recipe:
    `engine.length_policy` decides what happens to pairs over it, measured on TRL's own tokenization
    (`error` lists them, `truncate` lets TRL cut them by `truncation_mode`, `drop` leaves them out).
 5. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`);
-   final metrics: eval preference accuracy, reward margin, chosen/rejected rewards, losses, runtime.
+   final metrics: eval preference accuracy, reward margin, chosen/rejected rewards, losses, runtime, and
+   tokens/s and MFU (`lm_perf`: the policy's training FLOPs plus the reference forward, per chosen and
+   rejected token).
 
 One greedy generation for a fixed eval prompt is logged before and after training (the one after on every rank
 when the model is sharded: FSDP, DeepSpeed ZeRO-3).
@@ -50,6 +52,7 @@ from felix_train.trainers.lm_common import (
     stopped_result,
     to_dataset,
 )
+from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 
 REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """TRL's preference metrics, logged per training window and (with an `eval_` prefix) per evaluation."""
@@ -180,6 +183,13 @@ def _fit_lengths(ctx: TrainContext, trainer: DPOTrainer, raw_train: Dataset, raw
     return report
 
 
+def pair_length(tokenized: Dataset, limit: int) -> float:
+    """The mean length (≤ `limit`) of the chosen and the rejected sequences (prompt + completion) of the pairs."""
+    lengths = [min(len(p) + len(c), limit) for p, c, r in zip(tokenized["prompt_ids"], tokenized["chosen_ids"],
+                                                             tokenized["rejected_ids"]) for c in (c, r)]
+    return mean_length(lengths)
+
+
 # -- 3./4. trainer -------------------------------------------------------------------------------------------------
 
 def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,
@@ -232,6 +242,7 @@ def _final_metrics(ctx: TrainContext, trainer: DPOTrainer, output, callback: Fel
     metrics["num_dropped"] = report.num_dropped
     metrics["records_per_dataset"] = {name: report.kept.get(name, 0) for name in dict.fromkeys(
         ds.name for ds in ctx.train_data)}
+    metrics.update(perf_metrics(callback))
     return metrics
 
 
@@ -243,6 +254,7 @@ def run(ctx: TrainContext) -> TrainResult:
         ctx.reporter.log("rl_config.padding_free: TRL 1.16 has padding-free DPO temporarily disabled; "
                          "training with padding", level="WARN")
 
+    configure_threads(ctx)
     tokenizer = load_tokenizer(ctx)
     raw_train, raw_eval = _setup_data(ctx)
     model, peft_config = setup_lora_model(ctx)
@@ -259,6 +271,8 @@ def run(ctx: TrainContext) -> TrainResult:
                      f"{kind} pairs, max_length {limit} ({ctx.spec.engine.length_policy.value}), beta {rl.beta}, "
                      f"loss {'+'.join(losses)}; reference = the {reference}")
     log_trainable(ctx, trainer)
+    setup_throughput(ctx, trainer, callback, algorithm="dpo", seq_len=pair_length(trainer.train_dataset, limit),
+                     reference_forward=not rl.precompute_ref_log_probs)
 
     probe = (eval_ds if eval_ds is not None else trainer.train_dataset)[0]["prompt_ids"]
     # before training the model is not sharded yet (HF prepares FSDP/DeepSpeed in `train()`): rank 0 alone samples

@@ -2,20 +2,24 @@
 
 Reads top to bottom like a recipe:
 
-1. `check_params`: what the spec cannot know before a worker runs it (vLLM installed, a GPU for it),
-   refused up front as a `SpecError` naming the field (exit 2, nothing trained).
+1. `check_params`: what the spec cannot know before a worker runs it (vLLM installed, a GPU for it, whether
+   `rl_config.use_vllm` or `engine.generation: vllm` asks for it), refused up front as a `SpecError` naming the field (exit 2, nothing trained).
 2. `_setup_data`: every dataset's `prompt` (text or conversational) plus the columns the rewards read (TRL
    passes every column besides `prompt` to the reward functions as keyword lists); prompts longer than
    `engine.max_length` tokens follow `engine.length_policy` (`error` lists them; `drop` and `truncate` leave
    them out: a cut prompt is another task). Eval prompts: `engine.eval.dataset` or a seeded split.
 3. Rewards: `felix_train.rewards.build_reward_funcs(rl_config.reward_type)`, weighted by TRL's
    `reward_weights`; TRL logs each one's mean and std as `rewards/<name>/mean|std`.
-4. `GRPOTrainer` with `training_arguments(ctx, GRPOConfig, ...)` plus every `rl_config` key, generating with
-   transformers (vLLM only when `use_vllm` asks for it), hooked by `FelixCallback`: the reward, its std,
-   `frac_reward_zero_std`, `kl` (beta > 0), completion lengths and the clipped ratio reach metrics.jsonl.
+4. `GRPOTrainer` (`grpo_timing.TimedGRPOTrainer`) with `config_kwargs`: the shared TrainingArguments plus every
+   `rl_config` key, generating with transformers (batched, with the KV cache) or, for `engine.generation: vllm`
+   (or `use_vllm`), TRL's colocated vLLM engine; hooked by `FelixCallback`: the reward, its std,
+   `frac_reward_zero_std`, `kl` (beta > 0), completion lengths and the clipped ratio reach metrics.jsonl, with
+   the time split (generation, reward, training seconds, generated tokens/s) and tokens/s and MFU of the
+   training passes; `ZeroStdWatch` warns when most groups give no gradient for several logged steps.
    With beta > 0 the reference is the base with the adapter disabled (or a frozen copy of a continued adapter).
 5. The adapter, tokenizer and chat template into `model/`; final metrics: the last logging window's reward
-   (also per reward function), the same averaged over the whole job, completion length, runtime.
+   (also per reward function), the same averaged over the whole job, completion length, runtime, the run's
+   time split, tokens/s and MFU.
 """
 
 from __future__ import annotations
@@ -26,15 +30,16 @@ import shutil
 from typing import Any
 
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from felix_train.errors import DatasetError, ErrorItem, SpecError
 from felix_train.rewards import build_reward_funcs, parse_reward_type
 from felix_train.rl_config import GRPOParams
-from felix_train.spec import LengthPolicy
+from felix_train.spec import GenerationBackend, LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.grpo_timing import TimedGRPOTrainer, TimeSplit, ZeroStdWatch, timed_rewards
 from felix_train.trainers.hf_bridge import (
-    FelixCallback, hf_output_dir, run_train_loss, tracker_callbacks, train, training_arguments,
+    FelixCallback, hf_output_dir, run_train_loss, tracker_callbacks, train, training_kwargs,
 )
 from felix_train.trainers.lm_common import (
     complete,
@@ -50,27 +55,39 @@ from felix_train.trainers.lm_common import (
     stopped_result,
     to_dataset,
 )
+from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 
 WINDOW_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
                "completions/mean_terminated_length", "completions/clipped_ratio", "clip_ratio/region_mean")
 """TRL's per-window GRPO metrics kept in the final metrics (as logged in the last training window)."""
+PROMPTS_MEASURED = 256
+"""Prompts whose mean length (plus `max_completion_length`) is the sequence length MFU's attention term counts."""
 OVER_TRAINING_KEYS = ("reward", "completions/mean_length")
 """Also averaged over the whole job, as `<key>_over_training` (every reward function's mean too)."""
 
 
 # -- 1. what only the worker can check -----------------------------------------------------------------------------
 
-def check_params(rl: GRPOParams, device: str) -> list[ErrorItem]:
-    """Problems of a valid `GRPOParams` on this worker; every one as an `ErrorItem` (empty when all is well)."""
+def check_params(rl: GRPOParams, device: str,
+                 generation: GenerationBackend = GenerationBackend.TRANSFORMERS) -> list[ErrorItem]:
+    """Problems of a valid `GRPOParams` (and `engine.generation`) on this worker; every one as an `ErrorItem`."""
     errors: list[ErrorItem] = []
-    if rl.use_vllm and importlib.util.find_spec("vllm") is None:
-        errors.append(ErrorItem(("rl_config", "use_vllm"), "`use_vllm: true` but vLLM is not installed on this "
-                                "worker; install it (`pip install vllm`) or set `use_vllm: false` to generate "
-                                "with transformers", "vllm_not_installed"))
-    elif rl.use_vllm and device != "cuda":
-        errors.append(ErrorItem(("rl_config", "use_vllm"), f"`use_vllm: true` needs a GPU, but this job runs on "
-                                f"{device}; set `use_vllm: false` to generate with transformers", "vllm_needs_gpu"))
+    asked = [(("rl_config", "use_vllm"), "`use_vllm: true`", "set `use_vllm: false`")] if rl.use_vllm else []
+    if generation == GenerationBackend.VLLM:
+        asked.append((("engine", "generation"), "`engine.generation: vllm`", "set `engine.generation: transformers`"))
+    for loc, what, fix in asked:
+        if importlib.util.find_spec("vllm") is None:
+            errors.append(ErrorItem(loc, f"{what} but vLLM is not installed on this worker; install it (`pip install "
+                                    f"vllm`) or {fix} to generate with transformers", "vllm_not_installed"))
+        elif device != "cuda":
+            errors.append(ErrorItem(loc, f"{what} needs a GPU, but this job runs on {device}; {fix} to generate "
+                                    "with transformers", "vllm_needs_gpu"))
     return errors
+
+
+def uses_vllm(ctx: TrainContext, rl: GRPOParams) -> bool:
+    """Whether completions come from TRL's colocated vLLM engine (`engine.generation: vllm` or `rl_config.use_vllm`)."""
+    return rl.use_vllm or ctx.spec.engine.generation == GenerationBackend.VLLM
 
 
 # -- 2. data -------------------------------------------------------------------------------------------------------
@@ -170,13 +187,14 @@ def eval_batch_size(batch_size: int, num_generations: int) -> int:
     return num_generations * max(1, math.ceil(batch_size / num_generations))
 
 
-def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,
-                  callback: FelixCallback) -> GRPOTrainer:
-    """The GRPOTrainer for a job: GRPOConfig = the shared TrainingArguments + every `rl_config` key."""
+def config_kwargs(ctx: TrainContext, *, has_eval: bool, reward_weights: list[float] | None) -> dict[str, Any]:
+    """GRPOConfig's keyword arguments: the shared TrainingArguments (`training_kwargs`: precision, and on a GPU TF32,
+    fused AdamW and Liger kernels when installed) + every `rl_config` key + the generation backend (TRL's colocated
+    vLLM engine for `engine.generation: vllm`)."""
     rl: GRPOParams = ctx.spec.rl()
-    reward_funcs, weights = build_reward_funcs(parse_reward_type(rl.reward_type))
-    args = training_arguments(
-        ctx, GRPOConfig, has_eval=eval_ds is not None,
+    vllm = uses_vllm(ctx, rl)
+    return training_kwargs(
+        ctx, has_eval=has_eval,
         per_device_eval_batch_size=eval_batch_size(ctx.spec.engine.batch_size, rl.num_generations),
         num_generations=rl.num_generations,
         max_completion_length=rl.max_completion_length,
@@ -195,19 +213,36 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
         mask_truncated_completions=rl.mask_truncated_completions,
         generation_batch_size=rl.generation_batch_size,
         steps_per_generation=rl.steps_per_generation,
-        use_vllm=rl.use_vllm,
+        use_vllm=vllm,
+        # vLLM in this process, on its GPU (no server to run); transformers: the KV cache asked for explicitly (TRL
+        # leaves `use_cache` unset, i.e. to the model's generation config), all completions of a step in one call
+        **({"vllm_mode": "colocate"} if vllm else {"generation_kwargs": {"use_cache": True}}),
         log_completions=rl.log_completions,
-        reward_weights=weights,
+        reward_weights=reward_weights,
         include_num_input_tokens_seen="no",  # GRPO counts prompt + completion tokens itself
     )
-    return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
-                       eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config,
-                       callbacks=[callback, *tracker_callbacks(ctx)])
+
+
+def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,
+                  callback: FelixCallback) -> TimedGRPOTrainer:
+    """The GRPOTrainer for a job (`config_kwargs`), its generation, rewards and steps timed (`grpo_timing`)."""
+    rl: GRPOParams = ctx.spec.rl()
+    reward_funcs, weights = build_reward_funcs(parse_reward_type(rl.reward_type))
+    args = GRPOConfig(**config_kwargs(ctx, has_eval=eval_ds is not None, reward_weights=weights))
+    split = TimeSplit()
+    trainer = TimedGRPOTrainer(model=model, reward_funcs=timed_rewards(reward_funcs, split), args=args,
+                               train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                               peft_config=peft_config,
+                               callbacks=[callback, split, ZeroStdWatch(ctx), *tracker_callbacks(ctx)])
+    trainer.time_split = split
+    world = trainer.accelerator.num_processes
+    callback.token_count = lambda state: trainer.trained_tokens * world  # the tokens trained on, all ranks
+    return trainer
 
 
 # -- 5. results ----------------------------------------------------------------------------------------------------
 
-def _final_metrics(ctx: TrainContext, trainer: GRPOTrainer, output, callback: FelixCallback,
+def _final_metrics(ctx: TrainContext, trainer: TimedGRPOTrainer, output, callback: FelixCallback,
                    counts: dict[str, int], dropped: dict[str, int]) -> dict[str, Any]:
     state = trainer.state
     step = state.global_step
@@ -236,6 +271,8 @@ def _final_metrics(ctx: TrainContext, trainer: GRPOTrainer, output, callback: Fe
     metrics["num_eval_records"] = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
     metrics["num_dropped"] = sum(dropped.values())
     metrics["records_per_dataset"] = counts
+    metrics.update(trainer.time_split.totals())
+    metrics.update(perf_metrics(callback))
     return metrics
 
 
@@ -253,9 +290,10 @@ def _keep_completion_logs(ctx: TrainContext) -> None:
 def run(ctx: TrainContext) -> TrainResult:
     """Train a LoRA adapter with GRPO; see the module docstring for the steps."""
     rl: GRPOParams = ctx.spec.rl()
-    problems = check_params(rl, ctx.device)
+    problems = check_params(rl, ctx.device, ctx.spec.engine.generation)
     if problems:
         raise SpecError(problems)
+    configure_threads(ctx)
 
     tokenizer = load_tokenizer(ctx)
     train_ds, eval_ds, dropped = _setup_data(ctx, tokenizer)
@@ -280,12 +318,15 @@ def run(ctx: TrainContext) -> TrainResult:
         + (" (sequence-level importance sampling)" if rl.loss_type == "luspo" else "")
         + f", beta {rl.beta}; rewards "
         + ", ".join(f"{r.type}×{r.weight:g}" for r in rewards)
-        + f"; generation with {'vLLM' if rl.use_vllm else 'transformers'}")
+        + f"; generation with {'vLLM (colocated)' if uses_vllm(ctx, rl) else 'transformers (batched, KV cache)'}")
 
     model, peft_config = setup_lora_model(ctx)
     callback = FelixCallback(ctx)
     trainer = build_trainer(ctx, model, peft_config, tokenizer, train_ds, eval_ds, callback)
     log_trainable(ctx, trainer)
+    prompts = train_ds["prompt"][:PROMPTS_MEASURED]
+    seq_len = mean_length(_prompt_length(tokenizer, p) for p in prompts) + rl.max_completion_length
+    setup_throughput(ctx, trainer, callback, algorithm="grpo", seq_len=seq_len, reference_forward=rl.beta > 0)
     output = train(trainer, ctx, callback)
     _keep_completion_logs(ctx)
 

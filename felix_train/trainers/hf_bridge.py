@@ -2,7 +2,10 @@
 
 A TRL trainer runs the loop; felix hooks it (`FelixCallback`), never forks it:
 
-- progress (`on_step_end`)            → `ctx.reporter.progress` (status.json, ETA)
+- progress (`on_step_end`)            → `ctx.reporter.progress` (status.json, ETA, tokens/s and MFU)
+- throughput (`on_step_begin/end`)    → `tokens_per_s`, `achieved_tflops`, `mfu` per logged step (`lm_perf`)
+- precision                           → `job_precision` (`perf.precision.choose_precision`): TrainingArguments'
+                                        bf16/fp16 and the base model's dtype (`lm_common.model_load_kwargs`)
 - logs (`on_log`)                     → `ctx.reporter.log_metrics` (metrics.jsonl) + a train.log line
 - trackers (`engine.report_to`)       → TrainingArguments' own integrations: `report_to` (W&B, MLflow) and HF's
                                         `TensorBoardCallback` into the job's `tensorboard/` (`tracker_callbacks`)
@@ -34,12 +37,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from felix_train.checkpoints import CheckpointManifest
+from felix_train.perf.mfu import Throughput
+from felix_train.perf.precision import ResolvedPrecision
 from felix_train.trainers.context import Outcome, StopReason, TrainContext, barrier
 
 HF_OUTPUT_DIRNAME = "hf"
@@ -75,29 +81,48 @@ def bf16_supported(device: str) -> bool:
         return bool(torch.cuda.is_bf16_supported())
 
 
+def device_info(ctx: TrainContext) -> dict[str, Any]:
+    """`perf.hardware.describe_device()` of the job's device; on CUDA, `bf16_supported` says whether bf16 is native."""
+    from felix_train.perf.hardware import describe_device
+
+    if ctx.device != "cuda":
+        return describe_device(ctx.device)
+    import torch
+
+    info = describe_device("cuda") if torch.cuda.is_available() else {"type": "cuda", "cpu": {}, "cuda": {}}
+    info["cuda"]["bf16_supported"] = bf16_supported(ctx.device)  # emulated bf16 (V100, T4) is not native
+    return info
+
+
+def job_precision(ctx: TrainContext) -> ResolvedPrecision:
+    """`engine.precision` resolved for the job's device: `perf.precision.choose_precision`, the one decision.
+
+    auto: bf16 on a GPU with native bf16; on a CPU with AMX where the measured bf16 matmul peak beats fp32;
+    fp32 elsewhere. An explicit value is honoured where the device can run it (bf16 on any CPU too: a bf16
+    frozen base under fp32 adapters, see `lm_common.model_load_kwargs`).
+
+    Raises:
+        ValueError: fp16 off a GPU, or bf16 on a GPU without native bf16.
+    """
+    from felix_train.perf.precision import Precision, choose_precision
+
+    resolved = choose_precision(ctx.spec.engine.precision, ctx.device, home=str(ctx.job.home), info=device_info(ctx))
+    if resolved.precision is Precision.BF16 and ctx.device == "cuda" and not bf16_supported(ctx.device):
+        raise ValueError("`engine.precision: bf16` but this GPU has no native bf16; use `precision: fp16` or `auto`")
+    if resolved.precision is Precision.FP16 and ctx.device != "cuda":
+        raise ValueError(f"`engine.precision: fp16` needs a GPU, but this job runs on {ctx.device}; "
+                         "use `precision: auto`, `fp32` or `bf16`")
+    return resolved
+
+
 def precision_flags(ctx: TrainContext) -> dict[str, bool]:
-    """`bf16`/`fp16` for TrainingArguments from `engine.precision` (auto = bf16 where supported, else fp32).
+    """`bf16`/`fp16` for TrainingArguments from `job_precision` (bf16 autocast over a bf16 frozen base on CPU too).
 
     Raises:
         ValueError: bf16/fp16 asked for on a device that cannot do it.
     """
-    precision = ctx.spec.engine.precision
-    if precision == "auto":
-        return {"bf16": bf16_supported(ctx.device), "fp16": False}
-    if precision == "fp32":
-        return {"bf16": False, "fp16": False}
-    if precision == "bf16":
-        if ctx.device == "cuda" and not bf16_supported(ctx.device):
-            raise ValueError("`engine.precision: bf16` but this GPU has no native bf16; "
-                             "use `precision: fp16` or `auto`")
-        if ctx.device != "cuda":
-            raise ValueError(f"`engine.precision: bf16` needs a GPU, but this job runs on {ctx.device}; "
-                             "use `precision: auto` (fp32 on CPU)")
-        return {"bf16": True, "fp16": False}
-    if ctx.device != "cuda":
-        raise ValueError(f"`engine.precision: fp16` needs a GPU, but this job runs on {ctx.device}; "
-                         "use `precision: auto` (fp32 on CPU)")
-    return {"bf16": False, "fp16": True}
+    precision = job_precision(ctx).value
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def gpu_defaults(ctx: TrainContext) -> dict[str, Any]:
@@ -151,6 +176,8 @@ def training_arguments(ctx: TrainContext, config_cls: type[TrainingArguments] = 
 def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> dict[str, Any]:
     """The keyword arguments `training_arguments` builds its config from (logs the GPU defaults on CUDA)."""
     spec, engine = ctx.spec, ctx.spec.engine
+    resolved = job_precision(ctx)
+    ctx.reporter.log(f"precision: {resolved.value} ({resolved.reason})")
     kwargs: dict[str, Any] = dict(
         output_dir=str(hf_output_dir(ctx)),
         seed=engine.seed,
@@ -185,7 +212,8 @@ def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> d
         ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="non_padding",
         restore_callback_states_from_checkpoint=False,
-        **precision_flags(ctx),
+        bf16=resolved.value == "bf16",  # `precision_flags`
+        fp16=resolved.value == "fp16",
     )
     gpu = gpu_defaults(ctx)
     kwargs.update(gpu)
@@ -196,6 +224,8 @@ def training_kwargs(ctx: TrainContext, *, has_eval: bool, **overrides: Any) -> d
                  ("Liger kernels", kwargs.get("use_liger_kernel")))
         used = [name for name, on in flags if on]
         ctx.reporter.log(f"GPU defaults: {', '.join(used) or 'fp32'}")
+        if "use_liger_kernel" not in gpu:
+            ctx.reporter.log("Liger kernels not used: liger-kernel is not installed (`pip install liger-kernel`)")
     return kwargs
 
 
@@ -237,6 +267,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _known(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures that are not None (an unknown peak leaves `mfu` out rather than logging null)."""
+    return {k: v for k, v in figures.items() if v is not None}
+
+
 def format_log_line(step: int, max_steps: int, logs: dict[str, Any]) -> str:
     """One train.log line: `step 10/40 epoch 0.50 loss 2.3456 lr 1.000e-03 ...` (the main keys first)."""
     hidden = _LOG_KEYS_HIDDEN if "train_loss" not in logs else ()
@@ -258,6 +293,12 @@ class FelixCallback(TrainerCallback):
         eval_metrics (`dict`): the last evaluation's metrics (`eval_*` keys), `eval_step` its step.
         train_logs (`dict`): the last training log (loss, learning_rate, ...).
         tokens_per_s (`float` or None): non-padding input tokens per second in this process's run.
+
+    Throughput (issue 18): with a `throughput` (`perf.mfu.Throughput`, set by `lm_perf.setup_throughput`), every
+    training log also carries `tokens_per_s`, `achieved_tflops` and `mfu` for the steps since the previous log:
+    real tokens (TRL/HF's non-padding count, `state.num_input_tokens_seen`, or `token_count(state)` when a trainer
+    counts its own) over the time from `on_step_begin` to `on_step_end` (evaluation, saving and logging left out).
+    The last figures go to status.json's progress too.
     """
 
     def __init__(self, ctx: TrainContext):
@@ -271,16 +312,37 @@ class FelixCallback(TrainerCallback):
         self.tokens_per_s: float | None = None
         self._t0: float | None = None
         self._tokens0 = 0
+        self.throughput: Throughput | None = None
+        self.perf_info: dict[str, Any] = {}
+        self.token_count: Callable[[TrainerState], int] | None = None
+        self.step_figures: dict[str, Any] = {}
+        self._step_t0: float | None = None
+        self._seen = 0
+        self._window_tokens = 0
+        self._window_s = 0.0
+
+    def _tokens(self, state: TrainerState) -> int:
+        return int(self.token_count(state) if self.token_count is not None else state.num_input_tokens_seen or 0)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
         self._t0 = time.monotonic()
         self._tokens0 = int(state.num_input_tokens_seen or 0)
+        self._seen = self._tokens(state)
         self.ctx.reporter.start_clock(state.global_step)
         self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True)
 
+    def on_step_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        self._step_t0 = time.perf_counter()
+
     def on_step_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
-        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch)
+        if self._step_t0 is not None:
+            self._window_s += time.perf_counter() - self._step_t0
+            self._step_t0 = None
+            seen = self._tokens(state)
+            self._window_tokens += seen - self._seen
+            self._seen = seen
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, **self.step_figures)
         if state.global_step >= state.max_steps:
             control.should_log = True  # the last steps' loss is never left unlogged
         reason = self.ctx.control.check()
@@ -307,7 +369,9 @@ class FelixCallback(TrainerCallback):
             elapsed = time.monotonic() - self._t0
             tokens = int(state.num_input_tokens_seen or 0) - self._tokens0
             self.tokens_per_s = tokens / elapsed if elapsed > 0 else None
-        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True)
+        if self.throughput is not None and self.throughput.steps:
+            self.step_figures = _known(self.throughput.summary())
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True, **self.step_figures)
 
     # -- logs --------------------------------------------------------------------------------------------
     def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
@@ -316,10 +380,19 @@ class FelixCallback(TrainerCallback):
             self.eval_metrics = {k: v for k, v in logs.items() if k.startswith("eval_")}
             self.eval_step = state.global_step
         elif "loss" in logs:
+            logs.update(self._window_figures())
             self.train_logs = logs
         epoch = logs.pop("epoch", state.epoch)
         self.ctx.reporter.log_metrics(state.global_step, logs, epoch=epoch)
         self.ctx.reporter.log(format_log_line(state.global_step, state.max_steps, {"epoch": epoch, **logs}))
+
+    def _window_figures(self) -> dict[str, Any]:
+        """tokens/s, achieved TFLOP/s and MFU of the steps since the previous training log (then a new window)."""
+        if self.throughput is None or self._window_s <= 0:
+            return {}
+        self.step_figures = _known(self.throughput.step(self._window_tokens, self._window_s))
+        self._window_tokens, self._window_s = 0, 0.0
+        return self.step_figures
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):

@@ -3,8 +3,8 @@
 - `load_tokenizer(ctx)`: the base tokenizer with a pad token.
 - `setup_lora_model(ctx)`: the base model plus a new `LoraConfig` from `engine.lora`, or, when `base_model`
   is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it). Loaded as
-  `model_load_kwargs(ctx)` says: fp32 on CPU; on a GPU training in bf16 the frozen base in bf16 (the LoRA
-  adapter stays fp32) and flash attention when `flash-attn` is installed.
+  `model_load_kwargs(ctx)` says: fp32 unless the job trains in bf16 (`hf_bridge.job_precision`), then the frozen
+  base in bf16 (the LoRA adapter stays fp32); flash attention on a GPU when `flash-attn` is installed.
 - `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their line number (read by
   `felix_train.jsonl`; a bad line is a DatasetError naming dataset and line, and a refused record can be named),
   and the seeded held-out split of `engine.eval.fraction`.
@@ -70,7 +70,8 @@ def model_load_kwargs(ctx: TrainContext) -> dict[str, Any]:
 
     - fp32 on CPU, and for fp32 or fp16 training (fp16 autocast keeps fp32 weights: an fp16 frozen base would also
       run its norms and residual sums in fp16, which overflows on some models).
-    - bf16 on a GPU training in bf16: the frozen base is only read, and autocast would cast every fp32 weight to
+    - bf16 when training in bf16 (`hf_bridge.job_precision`: a GPU with native bf16, an AMX CPU where bf16 measures
+      faster, or `precision: bf16`): the frozen base is only read, and autocast would cast every fp32 weight to
       bf16 for each matmul anyway; half the memory and no per-step casts. The LoRA adapter stays fp32 (PEFT's
       `autocast_adapter_dtype`, used by TRL's `get_peft_model` and by `PeftModel.from_pretrained`; FSDP upcasts
       trainable parameters to fp32 too), so the optimizer updates fp32 weights.
@@ -83,7 +84,7 @@ def model_load_kwargs(ctx: TrainContext) -> dict[str, Any]:
     from felix_train.trainers.hf_bridge import attn_implementation, precision_flags
 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
-    if ctx.device == "cuda" and precision_flags(ctx)["bf16"] and not _deepspeed_launch():
+    if precision_flags(ctx)["bf16"] and not _deepspeed_launch():
         kwargs["dtype"] = torch.bfloat16
     attn = attn_implementation(ctx)
     if attn is not None:
@@ -97,7 +98,7 @@ def setup_lora_model(ctx: TrainContext):
 
     load = model_load_kwargs(ctx)
     model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), **load)
-    if ctx.device == "cuda":
+    if ctx.device == "cuda" or load["dtype"] != torch.float32:
         dtype = str(load["dtype"]).removeprefix("torch.")
         ctx.reporter.log(f"base model loaded in {dtype}, attention "
                          f"{getattr(model.config, '_attn_implementation', None) or 'default'}")

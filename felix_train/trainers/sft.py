@@ -2,8 +2,8 @@
 
 Reads top to bottom like a recipe (the data and the chat template have their own modules):
 
-1. `configure_threads`: intra-op threads on every physical core this process may use (affinity mask and
-   cgroup quota, shared between the ranks of a node) unless `OMP_NUM_THREADS` is set.
+1. `lm_perf.configure_threads`: intra-op threads on the CPUs this process may use (affinity mask and cgroup
+   quota, shared between the jobs and ranks of a node) unless `OMP_NUM_THREADS` is set; the policy in the log.
 2. `sft_template.setup_tokenizer`: the base tokenizer, with a chat template that has `{% generation %}`
    markers (kept, patched by TRL, or ChatML-with-markers for ChatML models), so assistant-only loss is exact.
 3. `sft_data.setup_data`: every dataset's JSONL tokenized the way TRL 1.16's `SFTTrainer` does, labels `-100`
@@ -20,7 +20,7 @@ Reads top to bottom like a recipe (the data and the chat template have their own
    a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
    positions only.
 6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
-   through `lm_common.complete`.
+   through `lm_common.complete`; the final metrics carry tokens/s and MFU (`lm_perf`).
 
 One greedy generation for a fixed prompt (from the data) is logged before and after training; for a new
 adapter the "before" one is the base model's, sampled after training with the adapter disabled, so it
@@ -34,9 +34,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +54,7 @@ from felix_train.trainers.lm_common import (
     setup_lora_model,
     stopped_result,
 )
+from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 from felix_train.trainers.sft_data import (  # noqa: F401 - re-exported: `felix_train.trainers.sft.<name>` keeps working
     TOKEN_CACHE_DIRNAME,
     TOKEN_CACHE_VERSION,
@@ -243,51 +242,8 @@ def _final_metrics(ctx: TrainContext, trainer, output, callback: FelixCallback, 
     metrics["num_truncated"] = report.num_truncated
     metrics["num_dropped"] = report.num_dropped
     metrics["records_per_dataset"] = {ds.name: report.kept.get(ds.name, 0) for ds in ctx.train_data}
+    metrics.update(perf_metrics(callback))
     return metrics
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (a container's `--cpus`)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = None
-    try:  # cgroup v2: "max 100000" or "<quota> <period>"
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            quota = int(text[0]) / int(text[1])
-    except (OSError, ValueError, IndexError):
-        try:  # cgroup v1
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            if q > 0:
-                quota = q / int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            pass
-    if quota:
-        n = min(n, max(1, math.ceil(quota)))
-    return max(1, n)
-
-
-def configure_threads(ctx: TrainContext) -> None:
-    """Intra-op threads: torch's default (one per physical core), but never more than this process may use.
-
-    torch counts the machine's cores, not the container's CPU quota or the affinity mask, nor the other
-    ranks on the node; more threads than CPUs make every parallel op wait for descheduled threads. Left
-    alone when OMP_NUM_THREADS is set. The log line says what was chosen; on a busy machine with OpenMP's
-    default (spinning) wait policy it also says how to avoid a many-fold slowdown.
-    """
-    cpus = usable_cpus()
-    explicit = os.environ.get("OMP_NUM_THREADS")
-    if not explicit:
-        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), cpus // local_ranks)))
-    threads = torch.get_num_threads()
-    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
-    ctx.reporter.log(f"CPU threads: {threads} ({'OMP_NUM_THREADS' if explicit else f'{cpus} usable CPUs'}), "
-                     f"OpenMP wait policy {policy.lower() or 'default (spinning)'}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if ctx.device == "cpu" and threads > 1 and policy != "PASSIVE" and load > cpus:
-        ctx.reporter.log(f"the machine is busy (load {load:.1f} on {cpus} CPUs): spinning OpenMP threads can slow "
-                         "CPU training many-fold here; start the job with OMP_WAIT_POLICY=PASSIVE (or "
-                         "OMP_NUM_THREADS=1)", level="WARN")
 
 
 @contextlib.contextmanager
@@ -333,6 +289,7 @@ def _run(ctx: TrainContext) -> TrainResult:
                      f"max_length {engine.max_length}, {BATCHING_LOG[trainer.batching]}, loss on "
                      f"{'assistant turns / completions only' if completion_only else 'whole sequences'}")
     log_trainable(ctx, trainer)
+    setup_throughput(ctx, trainer, callback, algorithm="sft", seq_len=mean_length(map(len, train_ds["input_ids"])))
     output = train(trainer, ctx, callback)
 
     if (stopped := stopped_result(ctx, callback)) is not None:

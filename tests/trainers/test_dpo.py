@@ -272,3 +272,22 @@ def test_sigterm_then_resume_reproduces_the_uninterrupted_losses(model_store, tm
     ref_metrics, metrics = reference.read_status()["metrics"], job.read_status()["metrics"]
     for key in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "train_loss"):
         assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-9, abs=1e-12), key
+
+
+def test_dpo_reports_tokens_per_s_and_mfu_with_the_reference_forward_counted(model_store, tmp_path, monkeypatch):
+    import felix_train.perf.peak
+
+    monkeypatch.setattr(felix_train.perf.peak, "device_peak_flops", lambda *a, **k: 5e10)
+    home = model_store
+    name = register(home, tmp_path, "dpo-mfu", preference_records(12, seed=4))
+    code = run_job(spec(name, max_steps=3, eval={"fraction": 0}), job_id="dpo-mfu", home=home)
+    job = JobFolder("dpo-mfu", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+    for row in (r for r in rows(job) if "loss" in r):
+        assert row["tokens_per_s"] > 0 and row["achieved_tflops"] > 0 and row["mfu"] > 0, row
+    metrics = status["metrics"]
+    assert metrics["train_tokens_per_s"] > 0 and metrics["train_mfu"] > 0 and metrics["precision"] == "fp32"
+    assert "reference [forward" in metrics["flops_formula"]  # the policy's pass and the reference's forward
+    assert metrics["flops_per_token"] > 0 and metrics["peak_tflops"] == 0.05
+    assert status["progress"]["mfu"] > 0

@@ -255,3 +255,108 @@ def test_sigterm_then_rerun_resumes_from_the_checkpoint_and_completes(model_stor
     got, want = by_step(job), by_step(reference)
     upto = interrupted.step if interrupted.step % 2 else 12
     assert {s: got[s] for s in range(1, upto + 1)} == {s: want[s] for s in range(1, upto + 1)}
+
+
+# -- issue 18: the time split, batched KV-cache generation, vLLM and Liger through the config ------------------
+
+def test_time_split_and_mfu_per_logged_step_and_in_the_final_metrics(model_store, tmp_path, monkeypatch):
+    import felix_train.perf.peak
+    from felix_train.trainers import grpo_timing
+
+    calls = []
+    original = grpo_timing.TimedGRPOTrainer._generate_single_turn
+
+    def spy(self, prompt_ids, *args, **kwargs):
+        calls.append((len(prompt_ids), self.generation_config.use_cache))
+        return original(self, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_timing.TimedGRPOTrainer, "_generate_single_turn", spy)
+    monkeypatch.setattr(felix_train.perf.peak, "device_peak_flops", lambda *a, **k: 5e10)
+    home = model_store
+    name = register(home, tmp_path, "grpo-split", prompt_records())
+    code = run_job(spec(name, max_steps=3, batch_size=16), job_id="grpo-split", home=home)
+    job = JobFolder("grpo-split", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+    # every completion of a step in one generate call (2 prompts x 8 completions), with the KV cache
+    assert calls == [(16, True)] * 3
+
+    logged = [r for r in rows(job) if "reward" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    for row in logged:
+        for key in ("generation_s", "reward_s", "training_s", "generation_tokens_per_s", "tokens_per_s", "mfu"):
+            assert row[key] > 0, (key, row)
+    metrics = status["metrics"]
+    for key in ("generation_s", "reward_s", "training_s", "generated_tokens", "generation_tokens_per_s",
+                "train_tokens_per_s", "train_mfu", "flops_per_token"):
+        assert metrics[key] > 0, key
+    assert metrics["generation_s"] == pytest.approx(sum(r["generation_s"] for r in logged), rel=1e-3)
+    assert metrics["generated_tokens"] <= 3 * 16 * 12  # max_completion_length 12
+    assert status["progress"]["mfu"] > 0
+    assert "generation with transformers (batched, KV cache)" in job.log_path.read_text()
+
+
+def test_most_groups_without_gradient_for_five_logs_is_a_warning():
+    from types import SimpleNamespace
+
+    from felix_train.trainers.grpo_timing import ZeroStdWatch
+
+    lines = []
+    ctx = SimpleNamespace(reporter=SimpleNamespace(log=lambda msg, level="INFO": lines.append((level, msg))))
+    watch = ZeroStdWatch(ctx)
+    state = SimpleNamespace(global_step=0)
+    for step, frac in enumerate([0.9, 0.9, 0.9, 0.9, 0.5, 0.9, 0.85, 1.0, 0.9, 0.95, 0.9, 1.0], start=1):
+        state.global_step = step
+        watch.on_log(None, state, None, logs={"frac_reward_zero_std": frac, "loss": 0.0})
+        watch.on_log(None, state, None, logs={"train_runtime": 1.0})  # logs without the key change nothing
+    assert [level for level, _ in lines] == ["WARN"]  # once per streak: steps 6..10
+    assert "step 10" in lines[0][1] and "num_generations" in lines[0][1]
+
+
+def test_vllm_colocate_and_liger_reach_the_grpo_config_on_a_gpu(model_store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from felix_train.spec import GenerationBackend
+    from felix_train.trainers import grpo
+    from test_sft import _pretend_cuda, make_ctx
+
+    home = model_store
+    name = register(home, tmp_path, "grpo-gpu-args", prompt_records())
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda mod, *a: object() if mod == "vllm" else real_find_spec(mod, *a))
+    ctx = _pretend_cuda(monkeypatch, make_ctx(home, "grpo-gpu-args", spec(name, generation="vllm")), liger=True)
+    rl = ctx.spec.rl()
+    assert grpo.check_params(rl, "cuda", GenerationBackend.VLLM) == []
+    kwargs = grpo.config_kwargs(ctx, has_eval=False, reward_weights=[1.0])
+    assert kwargs["use_vllm"] is True and kwargs["vllm_mode"] == "colocate" and "generation_kwargs" not in kwargs
+    assert kwargs["use_liger_kernel"] is True and kwargs["bf16"] is True and kwargs["tf32"] is True
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert set(kwargs) <= fields, set(kwargs) - fields
+    # transformers generation by default: no vLLM fields; on CPU the config is built for real
+    cpu = make_ctx(home, "grpo-cpu-args", spec(name))
+    kwargs = grpo.config_kwargs(cpu, has_eval=False, reward_weights=[1.0])
+    assert kwargs["use_vllm"] is False and "vllm_mode" not in kwargs and "use_liger_kernel" not in kwargs
+    assert GRPOConfig(**kwargs).generation_kwargs == {"use_cache": True}
+    # on a GPU without liger-kernel installed: not asked for, and the log says how to get it
+    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
+    assert "use_liger_kernel" not in grpo.config_kwargs(ctx, has_eval=False, reward_weights=[1.0])
+    assert "Liger kernels not used: liger-kernel is not installed" in ctx.job.log_path.read_text()
+
+    # vLLM asked for where it cannot run: refused, naming the field and the fix
+    (error,) = grpo.check_params(rl, "cpu", GenerationBackend.VLLM)
+    assert error.loc == ("engine", "generation") and "needs a GPU" in error.msg
+    monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a: None if mod == "vllm" else real_find_spec(mod, *a))
+    (error,) = grpo.check_params(rl, "cuda", GenerationBackend.VLLM)
+    assert "pip install vllm" in error.msg and "engine.generation: transformers" in error.msg
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_engine_generation_vllm_without_vllm_is_refused(model_store, tmp_path):
+    home = model_store
+    name = register(home, tmp_path, "grpo-engine-vllm", prompt_records())
+    assert run_job(spec(name, generation="vllm"), job_id="grpo-engine-vllm", home=home) == 2
+    (error,) = JobFolder("grpo-engine-vllm", home).read_status()["error"]["errors"]
+    assert error["loc"] == ["engine", "generation"] and "pip install vllm" in error["msg"]

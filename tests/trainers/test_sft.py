@@ -555,3 +555,85 @@ def test_packing_auto_description_says_what_choose_batching_does():
     assert "padding-free" in auto and "flash attention" in auto
     assert choose_batching("auto", "sdpa") == choose_batching("auto", None) == Batching.GROUPED
     assert "similar lengths" in auto
+
+
+# -- issue 18: precision, throughput and MFU ---------------------------------------------------------------------
+
+def _cpu_info(*flags: str) -> dict:
+    names = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+    return {"type": "cpu", "cpu": {"model": "test CPU", "usable_cpus": 2, "flags": {n: n in flags for n in names}}}
+
+
+@pytest.mark.parametrize("requested, flags, measured, expected", [
+    ("auto", ("avx2",), None, "fp32"),                                          # no AMX: fp32, never probed
+    ("auto", ("avx2", "avx512f", "avx512_bf16"), None, "fp32"),                 # AVX512-BF16 without AMX
+    ("auto", ("avx2", "avx512f", "amx_tile", "amx_bf16"), (3e11, 1.27e12), "bf16"),  # AMX, bf16 measured faster
+    ("auto", ("avx2", "avx512f", "amx_tile", "amx_bf16"), (3e11, 2e10), "fp32"),     # AMX, bf16 measured slower
+    ("fp32", ("avx2", "avx512f", "amx_tile", "amx_bf16"), (3e11, 1.27e12), "fp32"),
+    ("bf16", ("avx2",), None, "bf16"),                                          # asked for: honoured on any CPU
+])
+def test_cpu_precision_decides_the_base_dtype_and_autocast(model_store, tmp_path, monkeypatch, requested, flags,
+                                                           measured, expected):
+    import felix_train.perf.hardware
+    import felix_train.perf.peak
+    from felix_train.trainers.hf_bridge import job_precision, training_kwargs
+    from felix_train.trainers.lm_common import model_load_kwargs
+
+    probed = []
+    monkeypatch.setattr(felix_train.perf.hardware, "describe_device", lambda *a, **k: _cpu_info(*flags))
+    monkeypatch.setattr(felix_train.perf.peak, "device_peaks",
+                        lambda *a, **k: probed.append(1) or dict(zip(("fp32", "bf16"), measured)))
+    home = model_store
+    name = register(home, tmp_path, "sft-precision", chat_records(4))
+    ctx = make_ctx(home, f"sft-precision-{requested}-{expected}-{len(flags)}-{bool(measured)}", spec(name, precision=requested))
+    resolved = job_precision(ctx)
+    assert resolved.value == expected and resolved.reason
+    assert bool(probed) == (requested == "auto" and "amx_bf16" in flags)  # the peaks are measured only where needed
+    kwargs = training_kwargs(ctx, has_eval=False)
+    assert kwargs["bf16"] is (expected == "bf16") and kwargs["fp16"] is False and kwargs["use_cpu"] is True
+    # bf16: a bf16 frozen base under fp32 adapters (PEFT keeps the adapters fp32), autocast for the rest
+    dtype = torch.bfloat16 if expected == "bf16" else torch.float32
+    assert model_load_kwargs(ctx) == {"dtype": dtype}
+    assert f"precision: {expected} ({resolved.reason})" in ctx.job.log_path.read_text()
+
+
+def test_fp16_on_cpu_is_refused(model_store, tmp_path):
+    from felix_train.trainers.hf_bridge import job_precision
+
+    name = register(model_store, tmp_path, "sft-fp16", chat_records(4))
+    ctx = make_ctx(model_store, "sft-fp16-cpu", spec(name, precision="fp16"))
+    with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
+        job_precision(ctx)
+
+
+def test_every_report_carries_tokens_per_s_and_mfu(model_store, tmp_path, monkeypatch):
+    import felix_train.perf.peak
+    from lm_helpers import rows
+
+    # the peak is measured once per device and cached (tests/perf); a fixed figure keeps this test quick and exact
+    asked = []
+    monkeypatch.setattr(felix_train.perf.peak, "device_peak_flops", lambda *a, **k: asked.append(a) or 5e10)
+    home = model_store
+    name = register(home, tmp_path, "sft-mfu", chat_records(24, seed=3))
+    code = run_job(spec(name, max_steps=4, eval={"fraction": 0}), job_id="sft-mfu", home=home)
+    job = JobFolder("sft-mfu", home)
+    status = job.read_status()
+    assert code == 0, status.get("error")
+
+    logged = [r for r in rows(job) if "loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    for row in logged:
+        for key in ("tokens_per_s", "achieved_tflops", "mfu"):
+            assert row[key] > 0, (key, row)
+        assert row["achieved_tflops"] * 1e12 / 5e10 == pytest.approx(row["mfu"], rel=1e-2, abs=1e-4)
+    metrics = status["metrics"]
+    for key in ("train_tokens_per_s", "train_achieved_tflops", "train_mfu", "flops_per_token", "peak_tflops"):
+        assert metrics[key] > 0, key
+    assert metrics["peak_tflops"] == pytest.approx(0.05)
+    assert metrics["precision"] == "fp32" and metrics["flops_formula"].startswith("lora:")
+    progress = status["progress"]
+    assert progress["tokens_per_s"] > 0 and progress["mfu"] > 0 and progress["achieved_tflops"] > 0
+    log = job.log_path.read_text()
+    assert "precision: fp32 (auto: fp32, this CPU has no AMX" in log or "precision: fp32 (auto: fp32" in log
+    assert "MFU: " in log and "CPU thread policy:" in log
+    assert asked == [("fp32", "cpu")]  # once per job, in the job's precision
