@@ -333,3 +333,9 @@ def test_max_attempts_flag(store, felix_home):
     assert build_parser().parse_args([]).max_attempts == 3
     with pytest.raises(ValueError, match="max-attempts"):
         Worker(store, home=felix_home, max_attempts=0)
+
+
+def test_children_learn_how_many_jobs_share_the_cpus(store, felix_home):
+    # perf.threads divides the usable CPUs by FELIX_CONCURRENT_JOBS: a worker running 2 jobs at once says 2
+    env = _worker(store, felix_home, concurrency=2)._child_env("job-x")
+    assert env["FELIX_CONCURRENT_JOBS"] == "2"

@@ -177,6 +177,7 @@ class WorkerBase:
         env["FELIX_JOB_ID"] = job_id
         env["FELIX_WORKER_ID"] = self.worker_id
         env["PYTHONUNBUFFERED"] = "1"
+        env["FELIX_CONCURRENT_JOBS"] = str(self.concurrency)  # perf.threads: the jobs run at once share the CPUs
         if self.accelerate_config:
             env["FELIX_ACCELERATE_CONFIG"] = self.accelerate_config
         # `-m felix_train` must import this very package, installed or not
