@@ -71,6 +71,14 @@ def run_job(ctx: Context, job_id: str, spec: dict, timeout_s: float = 4 * 3600) 
     return run
 
 
+def job_error(run: dict) -> str:
+    """One line on why a job did not complete: its status, the first line of its error, its log."""
+    error = run.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    first = str(message or "no error recorded").strip().splitlines()[0][:240]
+    return f"job {run.get('status')} (exit {run.get('exit_code')}): {first}; see {run.get('log')}"
+
+
 def run_script(ctx: Context, tag: str, args: list[str], timeout_s: float = 4 * 3600) -> dict:
     """A baseline script (`python SCRIPT ARGS`) in its own process."""
     say(f"{tag}: {' '.join(Path(a).name if '/' in a else a for a in args)}")

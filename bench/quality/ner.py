@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.children import ROOT, say
-from bench.quality.harness import Context, felix_eval, ner_figures, register, run_job, run_script, skip_reason
+from bench.quality.harness import (Context, felix_eval, job_error, ner_figures, register, run_job, run_script,
+                                   skip_reason)
 from bench.quality.split import write_split
 
 WNUT = "ner/wnut17_train.jsonl"
@@ -53,7 +54,7 @@ def felix_side(ctx: Context, model_id: str, training_type: str, seed: int, test:
     job_id = f"q-ner-felix-{training_type}-s{seed}"
     run = run_job(ctx, job_id, spec)
     report = felix_eval(ctx, job_id, job_id, test) if run["status"] == "complete" else \
-        {"error": f"job {run['status']}: {run.get('error')}"}
+        {"error": job_error(run)}
     own = {k: v for k, v in run["metrics"].items() if k.startswith("eval_") and "/" not in k}
     return {**ner_figures(report), "wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "job": job_id,
             "job_eval": own, "eval_s": report.get("wall_s")}

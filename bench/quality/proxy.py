@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from bench.children import say
-from bench.quality.harness import CLI, Context, felix_eval, ner_figures, register, run_job
+from bench.quality.harness import CLI, Context, felix_eval, job_error, ner_figures, register, run_job
 from bench.quality.split import read_records, write_records
 
 QUICKSTART = "felix-ner-quickstart.jsonl"
@@ -73,7 +73,7 @@ def run_proxy(ctx: Context, *, model_id: str, wnut_train_name: str, wnut_test: P
     out: dict = {"model": model_id, "quickstart_train_records": sum(1 for _ in open(parts["train"], encoding="utf-8")),
                  "trained_head": {"job": first["job"], "status": first["status"], "wall_s": first["wall_s"]}}
     if first["status"] != "complete":
-        out["error"] = f"the quickstart job ended {first['status']}: {first.get('error')}"
+        out["error"] = f"the quickstart {job_error(first)}"
         return out
     out["before"] = _scores(ctx, "q-proxy-before", first["job"], tests)
     uuid = served_checkpoint(ctx, first)
@@ -84,7 +84,7 @@ def run_proxy(ctx: Context, *, model_id: str, wnut_train_name: str, wnut_test: P
     second = run_job(ctx, "q-proxy-wnut", {"base_model": uuid, "datasets": [{"name": wnut_train_name}]})
     out["fine_tuned"] = {"job": second["job"], "status": second["status"], "wall_s": second["wall_s"]}
     if second["status"] != "complete":
-        out["error"] = f"the fine-tuning job from {uuid} ended {second['status']}: {second.get('error')}"
+        out["error"] = f"the fine-tuning (from {uuid}) {job_error(second)}"
         return out
     out["after"] = _scores(ctx, "q-proxy-after", second["job"], tests)
     say(f"proxy: WNUT-17 F1 {out['before']['wnut17'].get('f1')} -> {out['after']['wnut17'].get('f1')}, date F1 "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.children import say
 from bench.quality import rl_data
-from bench.quality.harness import Context, eval_call, register, run_job, skip_reason
+from bench.quality.harness import Context, eval_call, job_error, register, run_job, skip_reason
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -37,7 +37,8 @@ BUDGETS: dict[str, dict[str, tuple[int, int]]] = {
 QUICK_SPEC: dict[str, dict] = {
     # what --quick adds to a spec: a few short steps
     "sft": {"engine": {"max_steps": 2, "eval": {"fraction": 0}, "max_length": 256, "length_policy": "truncate"}},
-    "dpo": {"engine": {"max_steps": 1, "eval": {"fraction": 0}, "batch_size": 4}, "rl_config": {"max_length": 256}},
+    "dpo": {"engine": {"max_steps": 1, "eval": {"fraction": 0}, "batch_size": 4, "length_policy": "truncate"},
+            "rl_config": {"max_length": 256}},
     "grpo": {"engine": {"max_steps": 1, "eval": {"fraction": 0}, "batch_size": 2},
              "rl_config": {"num_generations": 2, "max_completion_length": 24}},
 }
@@ -84,7 +85,7 @@ def one_run(ctx: Context, name: str, algorithm: str, files: dict[str, Path], rl_
     out = {**meta, "spec": spec, "status": run["status"], "wall_s": run["wall_s"], "cpu_s": run["cpu_s"],
            "train_metrics": {k: v for k, v in run["metrics"].items() if isinstance(v, (int, float))}}
     if run["status"] != "complete":
-        out["error"] = f"job {run['status']}: {run.get('error')}; see {run['log']}"
+        out["error"] = job_error(run)
         return out
     options: dict = {}
     if algorithm == "grpo":
