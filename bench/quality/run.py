@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
                      "load_start": os.getloadavg()}
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / \
         f"quality-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}.json"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill PID` still writes the results so far
     try:
         run_parts(ctx, args, results)
     finally:
