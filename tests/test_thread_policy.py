@@ -67,3 +67,14 @@ def test_a_child_recomputes_what_its_parents_policy_set_but_keeps_the_users():
     bogus = {"FELIX_CONCURRENT_JOBS": "many"}
     apply_process_policy(bogus, cpus=8)
     assert bogus["OMP_NUM_THREADS"] == "8"
+
+
+def test_a_user_thread_count_sizes_both_pools():
+    from felix_train.perf.threads import apply_thread_policy
+
+    env = {"OMP_NUM_THREADS": "1"}
+    apply_thread_policy(1, env, cpus=8)
+    assert env["MKL_NUM_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+    env = {}
+    apply_thread_policy(2, env, cpus=8)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"

@@ -48,7 +48,10 @@ def apply_thread_policy(concurrent_jobs: int = 1, environ: MutableMapping[str, s
                         *, cpus: int | None = None) -> dict[str, str]:
     """Set `OMP_WAIT_POLICY=PASSIVE` and `OMP_NUM_THREADS`/`MKL_NUM_THREADS` = `threads_per_job()`.
 
-    A variable the user already set (present in `environ`, even if empty) is left as it is. Returns
+    A variable the user already set (present in `environ`, even if empty) is left as it is, and a thread
+    count the user gave in `OMP_NUM_THREADS` sizes MKL's pool too (`OMP_NUM_THREADS=1` alone must not leave
+    MKL on two threads: different pools give different float reduction orders, and a resumed run
+    would no longer reproduce an uninterrupted one bit for bit). Returns
     `{name: value}` of what was set (empty when the user fixed everything), for the log.
 
     Call before torch is imported: the OpenMP runtime reads these once, when torch loads it. If torch is
@@ -59,7 +62,8 @@ def apply_thread_policy(concurrent_jobs: int = 1, environ: MutableMapping[str, s
     set_now: dict[str, str] = {}
     if "OMP_WAIT_POLICY" not in environ:
         environ["OMP_WAIT_POLICY"] = set_now["OMP_WAIT_POLICY"] = "PASSIVE"
-    n = str(threads_per_job(concurrent_jobs, cpus))
+    user = environ.get("OMP_NUM_THREADS", "").strip().split(",")[0]
+    n = user if user.isdigit() and int(user) > 0 else str(threads_per_job(concurrent_jobs, cpus))
     for name in THREAD_VARS:
         if name not in environ:
             environ[name] = set_now[name] = n

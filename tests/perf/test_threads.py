@@ -17,8 +17,8 @@ def test_policy_sets_passive_and_threads_per_job():
 def test_policy_respects_user_values():
     env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
     got = apply_thread_policy(1, env, cpus=8)
-    assert got == {"MKL_NUM_THREADS": "8"}
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "8"}
+    assert got == {"MKL_NUM_THREADS": "3"}  # the user's count sizes both pools
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
     env = {"OMP_WAIT_POLICY": "", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     assert apply_thread_policy(1, env, cpus=8) == {}  # an empty value is the user's too
 
