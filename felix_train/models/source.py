@@ -109,8 +109,9 @@ def _family(spec: dict, info: dict, model_dir: Path, weights: Path | None, adapt
         return ModelFamily(info["family"])
     if weights is not None and _family_of_config(weights) is not None:
         return _family_of_config(weights)
-    if adapter is not None:  # a bare PEFT adapter: felix writes GLiNER2 ones with a felix_model.json
-        return ModelFamily.CAUSAL_LM
+    if adapter is not None:  # a bare PEFT adapter: gliner2's own trainer records its base class
+        base_class = (read_json(adapter / "adapter_config.json") or {}).get("base_model_class")
+        return ModelFamily.GLINER2 if base_class == "GLiNER2" else ModelFamily.CAUSAL_LM
     return _family_of_config(model_dir)
 
 

@@ -59,6 +59,12 @@ def test_an_llm_adapter_folder_names_its_base(tmp_path, felix_home):
     assert ref.adapter == adapter and ref.weights is None and ref.base() == base
 
 
+def test_an_adapter_saved_by_gliner2s_own_trainer_is_gliner2(tmp_path, felix_home):
+    adapter = tmp_path / "final"
+    _write(adapter / "adapter_config.json", {"base_model_class": "GLiNER2", "base_model_name_or_path": None})
+    assert resolve_source(str(adapter)).family is ModelFamily.GLINER2
+
+
 @pytest.mark.parametrize("config, family", [
     ({"architecture": "span", "model_type": "extractor"}, ModelFamily.GLINER2),
     ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, ModelFamily.CAUSAL_LM),
