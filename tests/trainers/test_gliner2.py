@@ -146,12 +146,15 @@ def full_job(store):
     job = JobFolder("g2-full", store)
     done = threading.Event()
 
-    def poll():  # a reader beside the run, as the API would be
-        while not done.is_set():
+    def poll():  # a reader beside the run, as the API would be; it reads once more after the run returns
+        while True:
+            finished = done.is_set()
             try:
                 polled.add(json.loads(job.status_path.read_text())["status"])
             except (FileNotFoundError, json.JSONDecodeError, KeyError):
                 pass
+            if finished:
+                return
             time.sleep(0.005)
 
     poller = threading.Thread(target=poll, daemon=True)
