@@ -4,7 +4,10 @@ What is served, from the job folder's model layout:
 
 - GLiNER2 (`model/felix_model.json`): the `gliner2`-format weights it lists (`merged/` for LoRA,
   the folder itself for full training), with `GLiNER2.from_pretrained`; an adapter-only folder is
-  loaded on its base (`base_model_path`) and merged in memory.
+  loaded on its base (`base_model_path`) and merged in memory. A request without `threshold` gets
+  the saved thresholds, one without `decoding` the saved entity decoding (`decoding`; flat keeps the
+  best of overlapping spans of any label: `felix_train.ner_decoding`); the spans and confidences
+  flat decoding needs are asked for and dropped again where the request did not ask for them.
 - Decoder LLMs: `model/merged/` when the job exported it (`engine.export.merged`); otherwise the
   PEFT adapter in `model/` on its base model: `base_model_name_or_path` of `adapter_config.json`
   when that folder exists here, else the spec's catalog model from the local model store. The
@@ -24,6 +27,7 @@ from felix_train.catalog import ModelFamily
 from felix_train.errors import ErrorItem, FelixError
 from felix_train.jobs import read_json
 from felix_train.models.source import ModelRef, SourceNotFound, resolve_source
+from felix_train.ner_decoding import DECODINGS, FLAT, NESTED, flat_entities, plain_entities
 from felix_train.service.serving.protocol import (
     GLiNER2PredictRequest,
     LLMPredictRequest,
@@ -75,6 +79,8 @@ class GLiNER2Predictor:
         self.model = model.to(self.device, dtype=_dtype(dtype, self.device)).eval()
         saved = ref.info.get("thresholds")  # chosen on the eval split by the trainer: the default when a request gives none
         self.thresholds = {str(k): float(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+        saved = ref.info.get("decoding")  # how the trainer decoded entities: the default when a request gives none
+        self.decoding = saved if saved in DECODINGS else NESTED
 
     def warm_up(self) -> None:
         self.model.batch_extract(["Felix warms up in Paris."], self.model.create_schema().entities(["city"]))
@@ -102,11 +108,32 @@ class GLiNER2Predictor:
                                          for e in err.errors(include_url=False)]) from None
             except ValueError as err:
                 raise PredictInputError([ErrorItem(("schema",), str(err), "value_error")]) from None
+        flat = (req.decoding or self.decoding) == FLAT
         with torch.inference_mode():
-            results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size,
-                                               threshold=threshold, include_confidence=req.include_confidence,
-                                               include_spans=req.include_spans)
+            results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size, threshold=threshold,
+                                               include_confidence=req.include_confidence or flat,
+                                               include_spans=req.include_spans or flat)
+        if flat:
+            results = [_flat_result(r, req.include_confidence, req.include_spans) for r in results]
         return {"result": results[0]} if req.text is not None else {"results": results}
+
+
+def _flat_result(result: dict, include_confidence: bool, include_spans: bool) -> dict:
+    """One gliner2 answer asked with spans and confidences: its entities decoded flat, then everything as gliner2
+    answers the caller's own `include_*` flags (entities by `plain_entities`, the other tasks by gliner2's own
+    converter)."""
+    if not isinstance(result, dict):
+        return result
+    rest = {k: v for k, v in result.items() if k != "entities"}
+    if rest and not (include_confidence and include_spans):
+        from gliner2.inference.chunking import _strip_span_metadata
+
+        rest = {k: _strip_span_metadata(v, include_confidence, include_spans) for k, v in rest.items()}
+    entities = result.get("entities")
+    if isinstance(entities, dict):
+        entities = plain_entities(flat_entities(entities), include_confidence=include_confidence,
+                                  include_spans=include_spans)
+    return {k: entities if k == "entities" else rest[k] for k in result}
 
 
 class LLMPredictor:
