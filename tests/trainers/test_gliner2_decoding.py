@@ -127,3 +127,24 @@ def test_plain_entities_matches_what_gliner2_answers_for_those_flags(flat_job, m
     own = model.batch_extract(texts, schema, threshold=0.0, include_spans=spans, include_confidence=conf)
     assert [plain_entities(r["entities"], include_confidence=conf, include_spans=spans) for r in full] == \
         [r["entities"] for r in own]
+
+
+@pytest.mark.parametrize("flags", [(False, False), (True, False), (False, True)])
+def test_serving_s_flat_answer_keeps_the_other_tasks_in_the_request_s_format(flat_job, model_store, flags):
+    """Classifications, relations and structures of a flat-decoded answer are what gliner2 returns for the flags
+    (gliner2 de-duplicates relations by span, so they are taken from an answer asked with those flags)."""
+    from felix_train.evaluate.ner import load_gliner2
+    from felix_train.models.source import resolve_source
+    from felix_train.service.serving.predictors import _flat_result
+
+    model = load_gliner2(resolve_source(flat_job.root, home=model_store), "cpu")
+    schema = (model.create_schema().entities(["person", "work"]).classification("tone", ["happy", "sad"])
+              .relations(["watched"]).structure("viewing").field("who").field("film", dtype="str"))
+    texts = [TEXT, "nothing here ."]
+    spans, conf = flags
+    full = model.batch_extract(texts, schema, threshold=0.0, include_spans=True, include_confidence=True)
+    own = model.batch_extract(texts, schema, threshold=0.0, include_spans=spans, include_confidence=conf)
+    got = [_flat_result(r, o, conf, spans) for r, o in zip(full, own)]
+    assert [list(r) for r in got] == [list(r) for r in own]
+    assert [{k: v for k, v in r.items() if k != "entities"} for r in got] == \
+        [{k: v for k, v in r.items() if k != "entities"} for r in own]

@@ -7,7 +7,8 @@ What is served, from the job folder's model layout:
   loaded on its base (`base_model_path`) and merged in memory. A request without `threshold` gets
   the saved thresholds, one without `decoding` the saved entity decoding (`decoding`; flat keeps the
   best of overlapping spans of any label: `felix_train.ner_decoding`); the spans and confidences
-  flat decoding needs are asked for and dropped again where the request did not ask for them.
+  flat decoding needs are asked for and dropped again where the request did not ask for them (a
+  schema with other tasks is asked twice then, its other tasks answered as the request's flags ask).
 - Decoder LLMs: `model/merged/` when the job exported it (`engine.export.merged`); otherwise the
   PEFT adapter in `model/` on its base model: `base_model_name_or_path` of `adapter_config.json`
   when that folder exists here, else the spec's catalog model from the local model store. The
@@ -113,27 +114,30 @@ class GLiNER2Predictor:
             results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size, threshold=threshold,
                                                include_confidence=req.include_confidence or flat,
                                                include_spans=req.include_spans or flat)
+            own = [None] * len(results)
+            if flat and not (req.include_confidence and req.include_spans) and any(
+                    set(r) - {"entities"} for r in results if isinstance(r, dict)):
+                # other tasks beside entities: their answer as gliner2 gives it for the request's own flags
+                own = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size, threshold=threshold,
+                                               include_confidence=req.include_confidence,
+                                               include_spans=req.include_spans)
         if flat:
-            results = [_flat_result(r, req.include_confidence, req.include_spans) for r in results]
+            results = [_flat_result(r, o, req.include_confidence, req.include_spans) for r, o in zip(results, own)]
         return {"result": results[0]} if req.text is not None else {"results": results}
 
 
-def _flat_result(result: dict, include_confidence: bool, include_spans: bool) -> dict:
-    """One gliner2 answer asked with spans and confidences: its entities decoded flat, then everything as gliner2
-    answers the caller's own `include_*` flags (entities by `plain_entities`, the other tasks by gliner2's own
-    converter)."""
-    if not isinstance(result, dict):
-        return result
-    rest = {k: v for k, v in result.items() if k != "entities"}
-    if rest and not (include_confidence and include_spans):
-        from gliner2.inference.chunking import _strip_span_metadata
-
-        rest = {k: _strip_span_metadata(v, include_confidence, include_spans) for k, v in rest.items()}
-    entities = result.get("entities")
+def _flat_result(full: dict, own: dict | None, include_confidence: bool, include_spans: bool) -> dict:
+    """One answer: the entities of `full` (asked with spans and confidences) decoded flat and given as gliner2 gives
+    them for the caller's `include_*` flags, every other task as `own` (the answer asked with those flags) holds it,
+    else as `full` does (the caller asked for both, or there is no other task)."""
+    if not isinstance(full, dict):
+        return full
+    other = own if isinstance(own, dict) else full
+    entities = full.get("entities")
     if isinstance(entities, dict):
         entities = plain_entities(flat_entities(entities), include_confidence=include_confidence,
                                   include_spans=include_spans)
-    return {k: entities if k == "entities" else rest[k] for k in result}
+    return {k: entities if k == "entities" else other[k] for k in other}
 
 
 class LLMPredictor:
