@@ -305,7 +305,7 @@ def cmd_eval(args) -> int:
             from felix_train.evaluate import evaluate, format_report
 
             report = evaluate(args.source, args.data, threshold=args.threshold, labels_map=args.labels_map,
-                              limit=args.limit, home=args.home)
+                              limit=args.limit, home=args.home, decoding=args.decoding)
     except (FelixError, OSError) as err:
         message = " ".join(str(err).split())
         print(f"error: {message}", file=sys.stderr)
@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("data", help="test file (JSONL); its format picks the figures")
             p.add_argument("--threshold", type=float, default=None,
                            help="NER decision threshold (default: the model's saved thresholds, else 0.5)")
+            p.add_argument("--decoding", choices=("flat", "nested"), default=None, help="NER: flat keeps the best of "
+                           "overlapping spans of any label (default: the model's saved decoding, else nested)")
             p.add_argument("--labels-map", default=None, metavar="A=B,C=B",
                            help="NER: ask the model for labels A and C, score them as the test file's B")
             p.add_argument("--limit", type=int, default=None, help="score only the first N records")

@@ -162,6 +162,10 @@ class EngineSpec(_Strict):
                                   "`creative work`, `B-PER` → `person`); results keep the dataset's labels.")
     label_descriptions: dict[str, str] | None = Field(None, description="GLiNER2: `{label: description}` given to the "
                                                       "model with the label (over the datasets' `entity_descriptions`).")
+    ner_decoding: Literal["auto", "flat", "nested"] = Field("auto", description="GLiNER2 entities: `flat` keeps, "
+        "among overlapping spans of any label, only the highest-scoring one (GLiNER's flat NER); `nested` keeps "
+        "gliner2's label-by-label answer; `auto` = flat unless a training record has gold mentions of two labels on "
+        "overlapping spans. Saved with the model (`decoding`) and used by eval, `felix-train eval` and serving.")
 
 
 class JobSpec(_Strict):

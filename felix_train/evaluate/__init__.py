@@ -76,11 +76,11 @@ def read_records(data: str | os.PathLike, limit: int | None = None) -> tuple[Dat
 
 def evaluate(source: str | os.PathLike, data: str | os.PathLike, *, threshold: float | None = None,
              labels_map: dict[str, str] | str | None = None, limit: int | None = None,
-             home: str | os.PathLike | None = None, **options: Any) -> dict:
+             home: str | os.PathLike | None = None, decoding: str | None = None, **options: Any) -> dict:
     """Score SOURCE on DATA; the report as a dict (see the module docstring).
 
     Args:
-        threshold, labels_map: NER only (see `ner.py`); `labels_map` as a dict or `"a=b,c=b"`.
+        threshold, labels_map, decoding: NER only (see `ner.py`); `labels_map` as a dict or `"a=b,c=b"`.
         limit: score only the first `limit` records.
         home: `$FELIX_HOME` override, for job ids.
         options: passed to the family's function (`batch_size`, `device`, `max_length`, `beta`, ...).
@@ -93,7 +93,7 @@ def evaluate(source: str | os.PathLike, data: str | os.PathLike, *, threshold: f
         raise FelixError(f"--limit must be at least 1, got {limit}")
     fmt, records = read_records(data, limit)
     family, target = EVALS[fmt]
-    ner_only = {"--threshold": threshold, "--labels-map": labels_map}
+    ner_only = {"--threshold": threshold, "--labels-map": labels_map, "--decoding": decoding}
     if family is not ModelFamily.GLINER2 and any(v is not None for v in ner_only.values()):
         used = ", ".join(k for k, v in ner_only.items() if v is not None)
         raise FelixError(f"{used} apply to NER (gliner2-format) data; {data} holds `{fmt.value}` records")
@@ -105,7 +105,7 @@ def evaluate(source: str | os.PathLike, data: str | os.PathLike, *, threshold: f
         raise DatasetError(f"{data} holds `{fmt.value}` records, which need a {family.value} model, but "
                            f"{source} is a {ref.family.value} model; pick test data of its kind")
     if family is ModelFamily.GLINER2:
-        options.update(threshold=threshold, labels_map=labels_map)
+        options.update(threshold=threshold, labels_map=labels_map, decoding=decoding)
     module, func = target.split(":")
     report = getattr(importlib.import_module(module), func)(ref, records, **options)
     return {"eval": report.pop("eval"), "model": ref.describe(), "data": str(Path(data)), "format": fmt.value,
@@ -121,7 +121,8 @@ def format_report(report: dict) -> str:
     model = report.get("model") or {}
     lines = [f"{report.get('eval')}: {model.get('source')} ({model.get('family')}) on {report.get('data')}"]
     if report.get("eval") == "ner":
-        lines.append(f"threshold {report['threshold']} ({report['threshold_source']}), {report['records']} records")
+        lines.append(f"threshold {report['threshold']} ({report['threshold_source']}), decoding {report.get('decoding')} "
+                     f"({report.get('decoding_source')}), {report['records']} records")
         header = f"{'label':<24} {'P':>7} {'R':>7} {'F1':>7} {'TP':>6} {'FP':>6} {'FN':>6}"
         lines.append(header)
         rows = [*report["per_label"].items(), ("micro", report["micro"])]

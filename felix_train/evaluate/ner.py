@@ -12,6 +12,11 @@ labels and renames its predictions onto the test file's before scoring. A felix 
 label under the name it was trained with (`felix_model.json` `label_prompts`, `label_verbalize`:
 `creative-work` as `creative work`) and with its saved description (`label_descriptions`); the report
 keeps the file's labels (`asked_as` lists the renamed ones).
+
+Entities are decoded as `decoding` says when given (`flat`: among overlapping spans of any label only the
+best-scoring is kept; `nested`: gliner2's label-by-label answer), else as the model was trained
+(`felix_model.json` `decoding`), else nested (a model felix did not train); the report says which
+(`decoding`, `decoding_source`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from felix_train.errors import DatasetError, FelixError
 from felix_train.models.source import ModelRef
 from felix_train.metrics_ner import mentions_of, score_entities
+from felix_train.ner_decoding import DECODINGS, FLAT, NESTED, flat_entities
 from felix_train.trainers.gliner2.labels import asked_labels
 
 DEFAULT_THRESHOLD = 0.5  # the GLiNER2 trainer's eval threshold
@@ -70,6 +76,18 @@ def decision_thresholds(ref: ModelRef, threshold: float | None) -> tuple[float, 
     return DEFAULT_THRESHOLD, {}, "default"
 
 
+def entity_decoding(ref: ModelRef, decoding: str | None) -> tuple[str, str]:
+    """(`flat` or `nested`, where it came from: `argument`, `felix_model.json`, `default`)."""
+    if decoding is not None:
+        if decoding not in DECODINGS:
+            raise FelixError(f"--decoding takes {' or '.join(DECODINGS)}, got {decoding!r}")
+        return decoding, "argument"
+    saved = ref.info.get("decoding")
+    if saved in DECODINGS:
+        return saved, "felix_model.json"
+    return NESTED, "default"
+
+
 def load_gliner2(ref: ModelRef, device: str | None = None):
     """The model in eval mode: its full weights (GLiNER2, or AutoExtractor for other architectures), else its
     LoRA adapter merged onto the base."""
@@ -98,11 +116,11 @@ def load_gliner2(ref: ModelRef, device: str | None = None):
 
 def predict(model, texts: list[str], labels: list[str], threshold: float, per_label: dict[str, float],
             batch_size: int = 16, asked: dict[str, str] | None = None,
-            descriptions: dict[str, str] | None = None) -> list[dict[str, list[str]]]:
+            descriptions: dict[str, str] | None = None, decoding: str = NESTED) -> list[dict[str, list[str]]]:
     """One `{label: [mention, ...]}` per text. `include_spans=True` keeps repeated mentions of one text at
     different offsets (the plain payload de-duplicates them); per-label thresholds go in the schema. `asked`
     (label -> the name the model is asked, as it was trained) and `descriptions` (by label) come from
-    `felix_model.json`; predictions come back under `labels`."""
+    `felix_model.json`; predictions come back under `labels`, decoded flat (`felix_train.ner_decoding`) or nested."""
     import torch
 
     asked, descriptions = asked or {}, descriptions or {}
@@ -113,9 +131,12 @@ def predict(model, texts: list[str], labels: list[str], threshold: float, per_la
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             results = model.batch_extract_entities(texts[start:start + batch_size], entity_types,
-                                                   batch_size=batch_size, threshold=threshold, include_spans=True)
+                                                   batch_size=batch_size, threshold=threshold, include_spans=True,
+                                                   **({"include_confidence": True} if decoding == FLAT else {}))
             for res in results:
                 ents = (res or {}).get("entities") or {}
+                if decoding == FLAT:
+                    ents = flat_entities(ents)
                 preds.append({label: mentions_of(ents.get(asked.get(label, label))) for label in labels})
     return preds
 
@@ -133,7 +154,7 @@ def rename_predictions(preds: list[dict[str, list[str]]], labels_map: dict[str, 
 
 def evaluate_ner(ref: ModelRef, records: list[tuple[int, dict]], *, threshold: float | None = None,
                  labels_map: dict[str, str] | str | None = None, batch_size: int = 16,
-                 device: str | None = None) -> dict:
+                 device: str | None = None, decoding: str | None = None) -> dict:
     """The NER report (see the module docstring)."""
     rows = ner_records(records)
     labels_map = parse_labels_map(labels_map)
@@ -144,6 +165,7 @@ def evaluate_ner(ref: ModelRef, records: list[tuple[int, dict]], *, threshold: f
     targets = set((labels_map or {}).values())
     model_labels = sorted(set(labels_map or {}) | {lab for lab in labels if lab not in targets})
     default, per_label, origin = decision_thresholds(ref, threshold)
+    decoding, decoding_origin = entity_decoding(ref, decoding)
 
     t0 = time.perf_counter()
     model = load_gliner2(ref, device)
@@ -153,12 +175,13 @@ def evaluate_ner(ref: ModelRef, records: list[tuple[int, dict]], *, threshold: f
     asked = asked_labels(model_labels, ref.info)
     descriptions = ref.info.get("label_descriptions") or {}
     preds = predict(model, texts, model_labels, default, per_label, max(1, batch_size), asked,
-                    descriptions) if texts else []
+                    descriptions, decoding) if texts else []
     infer_s = time.perf_counter() - t0
     if labels_map:
         preds = rename_predictions(preds, labels_map)
 
-    report = {"eval": "ner", "threshold": default, "threshold_source": origin}
+    report = {"eval": "ner", "threshold": default, "threshold_source": origin, "decoding": decoding,
+              "decoding_source": decoding_origin}
     if per_label:
         report["label_thresholds"] = {lab: per_label[lab] for lab in model_labels if lab in per_label}
     if any(asked[lab] != lab for lab in model_labels):

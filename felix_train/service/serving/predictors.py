@@ -4,7 +4,11 @@ What is served, from the job folder's model layout:
 
 - GLiNER2 (`model/felix_model.json`): the `gliner2`-format weights it lists (`merged/` for LoRA,
   the folder itself for full training), with `GLiNER2.from_pretrained`; an adapter-only folder is
-  loaded on its base (`base_model_path`) and merged in memory.
+  loaded on its base (`base_model_path`) and merged in memory. A request without `threshold` gets
+  the saved thresholds, one without `decoding` the saved entity decoding (`decoding`; flat keeps the
+  best of overlapping spans of any label: `felix_train.ner_decoding`); the spans and confidences
+  flat decoding needs are asked for and dropped again where the request did not ask for them (a
+  schema with other tasks is asked twice then, its other tasks answered as the request's flags ask).
 - Decoder LLMs: `model/merged/` when the job exported it (`engine.export.merged`); otherwise the
   PEFT adapter in `model/` on its base model: `base_model_name_or_path` of `adapter_config.json`
   when that folder exists here, else the spec's catalog model from the local model store. The
@@ -24,6 +28,7 @@ from felix_train.catalog import ModelFamily
 from felix_train.errors import ErrorItem, FelixError
 from felix_train.jobs import read_json
 from felix_train.models.source import ModelRef, SourceNotFound, resolve_source
+from felix_train.ner_decoding import DECODINGS, FLAT, NESTED, flat_entities, plain_entities
 from felix_train.service.serving.protocol import (
     GLiNER2PredictRequest,
     LLMPredictRequest,
@@ -75,6 +80,8 @@ class GLiNER2Predictor:
         self.model = model.to(self.device, dtype=_dtype(dtype, self.device)).eval()
         saved = ref.info.get("thresholds")  # chosen on the eval split by the trainer: the default when a request gives none
         self.thresholds = {str(k): float(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+        saved = ref.info.get("decoding")  # how the trainer decoded entities: the default when a request gives none
+        self.decoding = saved if saved in DECODINGS else NESTED
 
     def warm_up(self) -> None:
         self.model.batch_extract(["Felix warms up in Paris."], self.model.create_schema().entities(["city"]))
@@ -102,11 +109,35 @@ class GLiNER2Predictor:
                                          for e in err.errors(include_url=False)]) from None
             except ValueError as err:
                 raise PredictInputError([ErrorItem(("schema",), str(err), "value_error")]) from None
+        flat = (req.decoding or self.decoding) == FLAT
         with torch.inference_mode():
-            results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size,
-                                               threshold=threshold, include_confidence=req.include_confidence,
+            results = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size, threshold=threshold,
+                                               include_confidence=req.include_confidence or flat,
+                                               include_spans=req.include_spans or flat)
+            own = [None] * len(results)
+            if flat and not (req.include_confidence and req.include_spans) and any(
+                    set(r) - {"entities"} for r in results if isinstance(r, dict)):
+                # other tasks beside entities: their answer as gliner2 gives it for the request's own flags
+                own = self.model.batch_extract(req.batch(), schema, batch_size=req.batch_size, threshold=threshold,
+                                               include_confidence=req.include_confidence,
                                                include_spans=req.include_spans)
+        if flat:
+            results = [_flat_result(r, o, req.include_confidence, req.include_spans) for r, o in zip(results, own)]
         return {"result": results[0]} if req.text is not None else {"results": results}
+
+
+def _flat_result(full: dict, own: dict | None, include_confidence: bool, include_spans: bool) -> dict:
+    """One answer: the entities of `full` (asked with spans and confidences) decoded flat and given as gliner2 gives
+    them for the caller's `include_*` flags, every other task as `own` (the answer asked with those flags) holds it,
+    else as `full` does (the caller asked for both, or there is no other task)."""
+    if not isinstance(full, dict):
+        return full
+    other = own if isinstance(own, dict) else full
+    entities = full.get("entities")
+    if isinstance(entities, dict):
+        entities = plain_entities(flat_entities(entities), include_confidence=include_confidence,
+                                  include_spans=include_spans)
+    return {k: entities if k == "entities" else other[k] for k in other}
 
 
 class LLMPredictor:

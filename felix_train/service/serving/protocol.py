@@ -10,7 +10,7 @@ Request bodies:
 
 - GLiNER2 (`GLiNER2PredictRequest`): `text` or `texts` (a batch, run as batches of `batch_size`),
   `entities` (labels, or `{label: description}`) or `schema` (gliner2's `Schema.from_dict`
-  format: `entities`, `classifications`, `relations`, `structures`), `threshold`,
+  format: `entities`, `classifications`, `relations`, `structures`), `threshold`, `decoding`,
   `include_confidence`, `include_spans`. Answer: `{"result": ...}` (text) or `{"results": [...]}`
   (texts), each exactly what gliner2's `batch_extract` returns.
 - LLM (`LLMPredictRequest`): `messages` (chat template applied, with the generation prompt) or
@@ -78,7 +78,11 @@ class GLiNER2PredictRequest(_Strict):
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="A gliner2 schema (`Schema.from_dict`): entities, classifications, "
                                           "relations, structures.")
-    threshold: float = Field(0.5, ge=0, le=1, description="Span score threshold.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Span score threshold (default: the model's saved "
+                                                          "thresholds, else 0.5).")
+    decoding: Literal["flat", "nested"] | None = Field(
+        None, description="Entities: `flat` keeps only the best-scoring of overlapping spans of any label, `nested` "
+                          "gliner2's label-by-label answer (default: the model's saved decoding, else nested).")
     batch_size: int = Field(8, ge=1, le=MAX_TEXTS, description="Texts per forward pass.")
     include_confidence: bool = Field(False, description="Scores beside each extracted text.")
     include_spans: bool = Field(False, description="Character offsets beside each extracted text.")

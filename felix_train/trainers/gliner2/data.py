@@ -6,7 +6,8 @@ dataset (`fill_entity_labels`: `[]` = none of this type, or gliner2 learns no ne
 rejects `"entities": {}`), applies `engine.max_length` / `length_policy` (words as gliner2
 splits them: its collator truncates words, not sub-word tokens), holds out the eval split
 (`split.py`: unseen-mention by default) and renames entity labels to the names the model is asked
-(`labels.py`: verbalised, with the datasets' or `engine.label_descriptions` descriptions).
+(`labels.py`: verbalised, with the datasets' or `engine.label_descriptions` descriptions) and
+resolves `engine.ner_decoding` (`auto`: flat unless gold mentions of two labels overlap).
 Records stay in memory, so gliner2 never shuffles a caller's list or writes `.lengths.*` files
 next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for inspection.
 
@@ -26,6 +27,7 @@ from typing import Iterable
 from felix_train.errors import DatasetError, ErrorItem, SpecError
 from felix_train.jobs import atomic_write_text
 from felix_train.jsonl import JSONLError, iter_jsonl
+from felix_train.ner_decoding import NESTED, resolve_decoding
 from felix_train.spec import EvalSplit, LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext
 from felix_train.trainers.gliner2.labels import dataset_descriptions, label_prompts, prompt_records
@@ -50,6 +52,7 @@ class PreparedData:
     train_mentions: frozenset[str] = frozenset()  # mention keys of the training records (seen/unseen F1)
     label_prompts: dict[str, str] = field(default_factory=dict)  # dataset label -> the name the model sees
     label_descriptions: dict[str, str] = field(default_factory=dict)  # by dataset label
+    decoding: str = NESTED  # entity decoding, `engine.ner_decoding` resolved (`felix_train.ner_decoding`)
 
     @property
     def label_names(self) -> dict[str, str]:
@@ -177,7 +180,8 @@ def prepare_data(ctx: TrainContext, word_splitter) -> PreparedData:
         per_dataset=per_dataset, dropped=dropped, truncated=truncated,
         collator_max_len=max_len if policy == LengthPolicy.TRUNCATE else None,
         eval_split=split.kind.value, split_note=split.note, train_mentions=train_mentions(train),
-        label_prompts=prompts, label_descriptions={k: v for k, v in descriptions.items() if k in prompts})
+        label_prompts=prompts, label_descriptions={k: v for k, v in descriptions.items() if k in prompts},
+        decoding=resolve_decoding(eng.ner_decoding, train + held))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

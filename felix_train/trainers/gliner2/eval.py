@@ -2,7 +2,7 @@
 
 `extraction_metrics(model, records)` asks the model (`batch_extract`, threshold 0.5) for the
 tasks and labels of each gold record (`_eval_schema`: entity types in sorted order, whatever
-order training used) and scores what it returns against gold, per label and micro: entity
+order training used), decodes its entities as the job does (`data.decoding`: flat or nested) and scores what it returns against gold, per label and micro: entity
 mentions by exact normalised text per record and label (multisets, `felix_train.metrics_ner`),
 classifications by label, relations by (head, tail), structures by (field, value).
 Where the eval records hold mentions training saw and mentions it did not (a random split, or
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from felix_train.metrics_ner import mentions_of, normalize_mention, prf, score_entities
+from felix_train.ner_decoding import FLAT, NESTED, flat_entities
 from felix_train.trainers.gliner2.split import mention_key
 
 EVAL_THRESHOLD = 0.5
@@ -138,7 +139,7 @@ def seen_unseen_metrics(gold: list[dict], pred: list[dict], labels: list[str], s
 
 def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: int | None = None,
                        label_names: dict[str, str] | None = None,
-                       seen_mentions: frozenset[str] | None = None) -> dict[str, float]:
+                       seen_mentions: frozenset[str] | None = None, decoding: str = NESTED) -> dict[str, float]:
     """Micro and per-label precision/recall/F1 of `model.batch_extract` against gold (exact match).
 
     Entities are matched as multisets of normalised mention text per record and label
@@ -146,7 +147,8 @@ def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: 
     text, structures by (field, value) text. Threshold 0.5. `label_names` maps the entity
     labels the model was asked (prompt names) back to the dataset's for the per-label figures;
     with `seen_mentions` (the training mentions) entity F1 on seen and unseen mentions is added
-    where the gold holds both (`seen_unseen_metrics`).
+    where the gold holds both (`seen_unseen_metrics`). `decoding="flat"` keeps the best of overlapping entity spans
+    across labels (`felix_train.ner_decoding`; the spans and confidences it needs are asked for).
     """
     from collections import Counter
 
@@ -154,7 +156,12 @@ def extraction_metrics(model, records: list[dict], *, batch_size: int, max_len: 
         return {}
     schemas = [_eval_schema(r["output"]) for r in records]
     texts = [r["input"] for r in records]
-    preds = model.batch_extract(texts, schemas, batch_size=batch_size, threshold=EVAL_THRESHOLD, max_len=max_len)
+    flat = decoding == FLAT
+    preds = model.batch_extract(texts, schemas, batch_size=batch_size, threshold=EVAL_THRESHOLD, max_len=max_len,
+                                **({"include_spans": True, "include_confidence": True} if flat else {}))
+    if flat:
+        preds = [{**p, "entities": flat_entities(p["entities"])} if isinstance((p or {}).get("entities"), dict) else p
+                 for p in preds]
 
     counts: dict[str, list[int]] = {}
     extra: dict[str, float] = {}
@@ -221,7 +228,7 @@ def evaluate(trainer) -> dict[str, float]:
         metrics = {"eval_loss": total / n if n else float("nan")}
         metrics.update(extraction_metrics(trainer.base_model, records, batch_size=bs, max_len=trainer.data.collator_max_len,
                                           label_names=trainer.data.label_names,
-                                          seen_mentions=trainer.data.train_mentions))
+                                          seen_mentions=trainer.data.train_mentions, decoding=trainer.data.decoding))
     finally:
         if was_training:
             model.train()

@@ -4,9 +4,10 @@ Final model choice (`finish`): when an eval set exists, the model written to `jo
 best checkpoint by `eval_f1` if that is strictly better than the last step's, else the last
 step's weights; `felix_model.json` and the job metrics (`final_model_from`, `final_model_step`)
 say which. With those weights the decision thresholds are chosen on the eval split
-(`calibrate.py`) and saved in `felix_model.json` (`thresholds`, `thresholds_chosen`), beside the
-label names the model is asked (`label_prompts`, `label_verbalize`, `label_descriptions`) and the
-eval split (`eval_split`).
+(`calibrate.py`, under the job's entity decoding) and saved in `felix_model.json` (`thresholds`,
+`thresholds_chosen`), beside the label names the model is asked (`label_prompts`, `label_verbalize`,
+`label_descriptions`), the entity decoding (`decoding`: `flat` or `nested`, also in the job's metrics)
+and the eval split (`eval_split`).
 
 The folder (`export_model`), loadable with no felix code: LoRA writes the PEFT adapter under
 `adapter/` and always the merged model under `merged/` (whatever `engine.export.merged` says);
@@ -83,7 +84,7 @@ def _calibrate(trainer, data: PreparedData):
     model = trainer.base_model
     try:
         return calibrate(model, data.eval, batch_size=trainer.config.eval_batch_size, max_len=data.collator_max_len,
-                         label_names=data.label_names)
+                         label_names=data.label_names, decoding=data.decoding)
     finally:
         trainer.processor.change_mode(is_training=True)
 
@@ -118,8 +119,9 @@ def finish(trainer, ctx: TrainContext, data: PreparedData, pos: Position, last_m
     }
     if data.eval:
         metrics["eval_split"] = data.eval_split
+    metrics["decoding"] = data.decoding
     info: dict[str, Any] = {"label_prompts": data.label_prompts, "label_verbalize": ctx.spec.engine.label_verbalize,
-                            "label_descriptions": data.label_descriptions}
+                            "label_descriptions": data.label_descriptions, "decoding": data.decoding}
     if ctx.is_main_process:
         calibration = _calibrate(trainer, data)
         if calibration is not None:

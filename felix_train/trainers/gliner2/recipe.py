@@ -37,6 +37,7 @@ def run(ctx: TrainContext) -> TrainResult:
         reporter.log(f"dataset {name}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     if data.eval:
         reporter.log(f"eval split {data.eval_split}: {data.split_note}")
+    reporter.log(f"entity decoding: {data.decoding} (engine.ner_decoding: {spec.engine.ner_decoding})")
     renamed = {k: v for k, v in data.label_prompts.items() if k != v}
     if renamed or data.label_descriptions:
         reporter.log("labels asked as " + (", ".join(f"{k!r} -> {v!r}" for k, v in renamed.items()) or "they are")
