@@ -26,7 +26,7 @@ def test_a_spec_path_alone_still_runs(tmp_path, capsys):
 
 def test_following_a_queued_job_waits_for_its_log_and_follows_it_to_the_end(felix_home, monkeypatch, capsys):
     """`jobs logs ID -f` on a job still queued in the store: it waits (no folder yet), then follows to the end."""
-    from felix_train import cli
+    from felix_train import cli_jobs as cli
     from felix_train.jobs import JobFolder, JobStatus, append_line
     from felix_train.service.store import Store
 
@@ -60,7 +60,7 @@ def test_following_a_queued_job_waits_for_its_log_and_follows_it_to_the_end(feli
 
 
 def test_following_an_unknown_job_fails_at_once(felix_home, monkeypatch, capsys):
-    from felix_train import cli
+    from felix_train import cli_jobs as cli
 
     monkeypatch.setattr(cli, "_sleep", lambda _s: pytest.fail("waited for a job that does not exist"))
     assert main(["--home", str(felix_home), "jobs", "logs", "job-nope", "-f"]) == 1

@@ -20,7 +20,7 @@ LAYERS = [
     ("felix_train.trainers", 3),
     ("felix_train.evaluate", 4), ("felix_train.runner", 4), ("felix_train.launch", 4),
     ("felix_train.service", 5),
-    ("felix_train.cli", 6), ("felix_train.__main__", 6), ("felix_train", 6),
+    ("felix_train.cli", 6), ("felix_train.cli_jobs", 6), ("felix_train.__main__", 6), ("felix_train", 6),
 ]
 NAMES = {0: "foundation", 1: "specs, data, rewards, reporting", 2: "models", 3: "trainers",
          4: "runner, evaluate", 5: "service", 6: "entry points"}
