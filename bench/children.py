@@ -38,8 +38,10 @@ def median(values: list[float]) -> float | None:
 
 # -- running one child ------------------------------------------------------------------------------------------
 
-def run_child(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float = CHILD_TIMEOUT_S) -> dict:
-    """Run `cmd`; its exit code, wall and CPU seconds and peak RSS (its own `os.wait4` rusage)."""
+def run_child(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float | None = None) -> dict:
+    """Run `cmd`; its exit code, wall and CPU seconds and peak RSS (its own `os.wait4` rusage). Killed after
+    `timeout_s` (default `CHILD_TIMEOUT_S`, which `--child-timeout` sets)."""
+    timeout_s = timeout_s or CHILD_TIMEOUT_S
     load_before = load1()
     t0 = time.time()
     env = {**env, "FELIX_BENCH_T0": repr(t0)}

@@ -22,7 +22,8 @@ The probes are trainer-agnostic, so felix and a hand-written baseline are measur
   `transformers.generation.utils` is first imported): its wall seconds and the new non-padding tokens
   it returned are summed (GRPO rollouts, measured from the outside).
 
-The JSON holds `t0` (launch), `steps` ([wall, cpu, tokens, tokens_sq, generate_s, generated_tokens] after
+The JSON (rewritten after every optimizer step, so a killed run leaves the steps it made; `exit_code` is
+null until the run ends) holds `t0` (launch), `steps` ([wall, cpu, tokens, tokens_sq, generate_s, generated_tokens] after
 each optimizer step, the last four running totals), `exit_code`,
 and this process's peak RSS; the parent adds what `os.wait4` reports for the whole child.
 Nothing here changes what the measured code does.
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> int:
 
         def on_step(optimizer, args, kwargs):
             steps.append([time.time(), time.process_time(), *tokens])
+            write()  # after every step: a run killed by the parent's timeout still leaves its figures
 
         register_optimizer_step_post_hook(on_step)
         if pad_id is None:
@@ -135,7 +137,7 @@ def main(argv: list[str]) -> int:
     if time_generate:
         sys.meta_path.insert(0, _AfterImport("transformers.generation.utils", wrap_generate))
 
-    code = 0
+    code = None  # None while running: the file then holds the steps so far
 
     def write() -> None:
         torch = sys.modules.get("torch")
@@ -165,6 +167,7 @@ def main(argv: list[str]) -> int:
         code = 1
         write()
         raise
+    code = code or 0
     write()
     return code
 

@@ -91,14 +91,11 @@ def table(results: dict) -> str:
             title = ""
     elif sft:
         rows.append(("SFT", "skipped", sft.get("skipped", ""), "", ""))
-    if "sft-smollm2" in results:
-        res = results["sft-smollm2"]
-        _compared_rows(rows, f"SFT smollm2 dolly×{res.get('records', '')} ({res.get('timed_steps', '')} timed steps)",
-                       res, LLM_ROWS)
-    if "dpo" in results:
-        res = results["dpo"]
-        _compared_rows(rows, f"DPO smollm2 hh-rlhf×{res.get('pairs', '')} ({res.get('timed_steps', '')} timed steps)",
-                       res, LLM_ROWS)
+    for key, what, count in (("sft-smollm2", "SFT smollm2 dolly", "records"), ("dpo", "DPO smollm2 hh-rlhf", "pairs")):
+        res = results.get(key)
+        if res is not None:
+            title = f"{what}×{res[count]} ({res.get('timed_steps')} timed steps)" if count in res else what
+            _compared_rows(rows, title, res, LLM_ROWS)
     if "grpo" in results:
         _grpo_rows(rows, results["grpo"])
     for model_id, res in (results.get("gliner2") or {}).items():

@@ -63,6 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/run.py` puts bench/ first; the bench package and felix_train live here
 
+import bench.children as bench_children  # noqa: E402
 from bench.children import child_env, device_peaks, load1, materialise, say  # noqa: E402
 from bench.report import machine, mfu_lines, ratio_lines, table  # noqa: E402
 from bench.suites import GLINER_MODELS, TINY_LLM, bench_gliner2, bench_predict, bench_sft, bench_validate  # noqa: E402
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-bf16", choices=("auto", "on", "off"), default="auto",
                    help="also run the TRL baselines in bf16 (TRL's default): auto = when the bf16 matmul peak "
                         "measures at least the fp32 one")
+    p.add_argument("--child-timeout", type=float, default=None,
+                   help="seconds before a measured child is killed (default 900; a busy machine needs more)")
     p.add_argument("--gliner-models", default=",".join(GLINER_MODELS))
     p.add_argument("--home", default=None, help="$FELIX_HOME for the children (default: a fresh temporary one)")
     p.add_argument("--out", default=None, help="results file (default bench/results/<date>-<host>.json)")
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.sft_records = args.sft_records or (200 if args.quick else 400)
     only = set(args.only.split(","))
+    if args.child_timeout:
+        bench_children.CHILD_TIMEOUT_S = args.child_timeout
     if only - set(PARTS):
         p.error(f"--only: unknown part(s) {', '.join(sorted(only - set(PARTS)))}; choose from {', '.join(PARTS)}")
 

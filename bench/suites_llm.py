@@ -124,8 +124,11 @@ def pick_baseline(result: dict, runs: dict, keys: list[str]) -> None:
 def bf16_variant(peaks: dict, mode: str) -> tuple[dict[str, list[str]], str]:
     """The baseline's bf16 side (TRL's default precision), if it should run, and why (not)."""
     fp32, bf16 = peaks.get("fp32"), peaks.get("bf16")
-    measured = (f"bf16 matmul {bf16 / 1e9:.1f} GFLOP/s vs fp32 {fp32 / 1e9:.1f} GFLOP/s "
-                f"({fp32 / bf16:.1f}x slower in bf16)" if fp32 and bf16 else "no peak measured")
+    if fp32 and bf16:
+        speed = f"{fp32 / bf16:.1f}x slower" if bf16 < fp32 else f"{bf16 / fp32:.1f}x faster"
+        measured = f"bf16 matmul {bf16 / 1e9:.1f} GFLOP/s vs fp32 {fp32 / 1e9:.1f} GFLOP/s ({speed} in bf16)"
+    else:
+        measured = "no peak measured"
     if mode == "off" or (mode == "auto" and not (fp32 and bf16 and bf16 >= fp32)):
         return {}, f"baseline in fp32 only: {measured}" + (" (--baseline-bf16 off)" if mode == "off" else "")
     return {"baseline_bf16": ["--bf16"]}, f"baseline also run with TRL's bf16 ({measured}); the faster one counts"
