@@ -18,10 +18,6 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _tf(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -34,7 +30,7 @@ RATIO_LINES = (  # (name, results path, rate key, unit)
     ("gliner2-tiny", ("gliner2", "felix/tiny-gliner2"), "samples_per_s", "samples/s"),
 )
 LLM_ROWS = (("tokens_per_s", "real tok/s"), ("tokens_per_cpu_s", "real tok/CPU-s"), ("mfu", "MFU (fp32 peak)"),
-            ("achieved_tflops", "achieved TFLOP/s"), ("seq_len", "tokens attended (Σn²/Σn)"),
+            ("achieved_gflops", "achieved GFLOP/s"), ("seq_len", "tokens attended (Σn²/Σn)"),
             ("step_s", "s per timed step"), ("first_step_s", "first step s"), ("peak_rss_mb", "peak RSS MB"),
             ("cpu_s", "CPU s (process)"))
 
@@ -52,7 +48,7 @@ def _compared_rows(rows: list, title: str, res: dict, keys) -> None:
         rows.append((title, "skipped", str(res.get("skipped", res.get("error", "")))[:60], "", ""))
         return
     for key, label in keys:
-        fmt = _pct if key == "mfu" else _tf if key == "achieved_tflops" else _fmt
+        fmt = _pct if key == "mfu" else _fmt
         rows.append((title, label, fmt(res["felix"].get(key)), fmt(res["baseline"].get(key)),
                      _fmt(res["ratio"].get(key))))
         title = ""
@@ -159,8 +155,8 @@ def mfu_lines(results: dict) -> list[str]:
             continue
         f, b = res["felix"], res["baseline"]
         run = next((r for side in res.get("runs", {}).values() for r in side if r.get("flops_formula")), {})
-        lines.append(f"{name} MFU: felix {_pct(f.get('mfu'))} ({_tf(f.get('achieved_tflops'))} TFLOP/s) vs "
-                     f"baseline {_pct(b.get('mfu'))} ({_tf(b.get('achieved_tflops'))} TFLOP/s); "
+        lines.append(f"{name} MFU: felix {_pct(f.get('mfu'))} ({_fmt(f.get('achieved_gflops'))} GFLOP/s) vs "
+                     f"baseline {_pct(b.get('mfu'))} ({_fmt(b.get('achieved_gflops'))} GFLOP/s); "
                      f"{_fmt((f.get('flops_per_token') or 0) / 1e9)} GFLOP/token at T={_fmt(f.get('seq_len'))}, "
                      f"{run.get('flops_formula', 'no formula')}")
         if res.get("precision"):

@@ -65,7 +65,7 @@ def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: 
         for run in side_runs:
             add_mfu(run, model_config(model_path), peak, "sft", hp)
     keys = ["tokens_per_s", "tokens_per_cpu_s", "first_step_s", "first_step_cpu_s", "peak_rss_mb", "cpu_s", "wall_s",
-            "train_s", "tokens_total", "seq_len", "flops_per_token", "achieved_tflops", "mfu"]
+            "train_s", "tokens_total", "seq_len", "flops_per_token", "achieved_gflops", "mfu"]
     result: dict = {"records": len(lines), "hyperparameters": SFT, "runs": runs}
     for side in runs:
         result[side] = summarise(runs[side], keys)
