@@ -20,8 +20,10 @@ test-fast:
 demo: install
 	$(PYTHON) -m felix_train configs/quickstart.yaml
 
-# felix vs plain TRL / gliner2 on this machine (~7 min on 2 quiet cores; BENCH_ARGS=--quick ~5 min); needs `make install` once.
-# Results: bench/results/<date>-<host>.json and a table on stdout.
+# felix vs plain TRL / gliner2 on this machine: tiny and SmolLM2 SFT, SmolLM2 DPO, GRPO's time split, GLiNER2,
+# validate, predict (~25 min on 2 quiet cores; BENCH_ARGS=--quick ~15 min; BENCH_ARGS="--only sft,dpo" for parts);
+# needs `make install` once. Results: bench/results/<date>-<host>.json, a table, one
+# `<name>: <felix> vs <baseline> = <ratio>x` line per ratio and the MFU of both sides on stdout.
 BENCH_ARGS ?=
 bench:
 	$(PYTHON) bench/run.py $(BENCH_ARGS)

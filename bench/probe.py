@@ -4,6 +4,7 @@
 Usage:
     python bench/probe.py --out FILE [--count-tokens PAD_ID] -- -m felix_train SPEC --job-id ID
     python bench/probe.py --out FILE -- bench/baselines/trl_sft.py --data ...
+    python bench/probe.py --out FILE --count-tokens PAD_ID --time-generate -- -m felix_train GRPO_SPEC
 
 The probes are trainer-agnostic, so felix and a hand-written baseline are measured the same way:
 
@@ -14,9 +15,16 @@ The probes are trainer-agnostic, so felix and a hand-written baseline are measur
 - with `--count-tokens PAD_ID`, a global forward pre-hook counts the non-padding ids (`!= PAD_ID`)
   that enter an `nn.Embedding` with grad enabled in training mode: the real tokens of each
   training forward (generation and evaluation run without grad or in eval mode and are not
-  counted). A model with one token embedding is assumed (decoder LLMs).
+  counted). A model with one token embedding is assumed (decoder LLMs). Per row of such a batch the
+  square of its real-token count is summed too (`tokens_sq`): Σn²/Σn is the mean sequence length a token
+  attends over, the T of the attention term in the FLOPs per token;
+- with `--time-generate`, transformers' `GenerationMixin.generate` is wrapped (right after
+  `transformers.generation.utils` is first imported): its wall seconds and the new non-padding tokens
+  it returned are summed (GRPO rollouts, measured from the outside).
 
-The JSON holds `t0` (launch), `steps` ([wall, cpu, tokens] after each optimizer step), `exit_code`,
+The JSON (rewritten after every optimizer step, so a killed run leaves the steps it made; `exit_code` is
+null until the run ends) holds `t0` (launch), `steps` ([wall, cpu, tokens, tokens_sq, generate_s, generated_tokens] after
+each optimizer step, the last four running totals), `exit_code`,
 and this process's peak RSS; the parent adds what `os.wait4` reports for the whole child.
 Nothing here changes what the measured code does.
 """
@@ -72,10 +80,11 @@ def main(argv: list[str]) -> int:
     own, target = argv[:split], argv[split + 1:]
     out = own[own.index("--out") + 1]
     pad_id = int(own[own.index("--count-tokens") + 1]) if "--count-tokens" in own else None
+    time_generate = "--time-generate" in own
     t0 = float(os.environ.get("FELIX_BENCH_T0", T_IMPORT))
 
     steps: list[list[float]] = []
-    tokens = [0]
+    tokens = [0, 0, 0.0, 0]  # real tokens, Σ per-row real tokens², generate() seconds, generated tokens
 
     def install() -> None:
         """The hooks, installed once torch is imported (by the measured code: the probe never imports it first,
@@ -84,7 +93,8 @@ def main(argv: list[str]) -> int:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         def on_step(optimizer, args, kwargs):
-            steps.append([time.time(), time.process_time(), tokens[0]])
+            steps.append([time.time(), time.process_time(), *tokens])
+            write()  # after every step: a run killed by the parent's timeout still leaves its figures
 
         register_optimizer_step_post_hook(on_step)
         if pad_id is None:
@@ -97,13 +107,37 @@ def main(argv: list[str]) -> int:
             if type(module) is embedding and module.training and torch.is_grad_enabled() and inputs:
                 ids = inputs[0]
                 if isinstance(ids, torch.Tensor) and not ids.is_floating_point():
-                    tokens[0] += int((ids != pad_id).sum())
+                    per_row = (ids != pad_id).reshape(-1, ids.shape[-1]).sum(dim=-1)
+                    tokens[0] += int(per_row.sum())
+                    tokens[1] += int((per_row * per_row).sum())
 
         register_module_forward_pre_hook(on_forward)
 
-    sys.meta_path.insert(0, _AfterImport("torch", install))
+    def wrap_generate() -> None:
+        """Time `GenerationMixin.generate` and count the new non-padding tokens it returns."""
+        from transformers.generation.utils import GenerationMixin
 
-    code = 0
+        generate = GenerationMixin.generate
+
+        def timed(self, *args, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            start = time.time()
+            out = generate(self, *args, **kwargs)
+            tokens[2] += time.time() - start
+            seqs = getattr(out, "sequences", out)
+            prompt = ids.shape[-1] if hasattr(ids, "shape") else 0
+            if hasattr(seqs, "shape") and seqs.shape[-1] > prompt:
+                new = seqs[..., prompt:]
+                tokens[3] += int((new != pad_id).sum()) if pad_id is not None else int(new.numel())
+            return out
+
+        GenerationMixin.generate = timed
+
+    sys.meta_path.insert(0, _AfterImport("torch", install))
+    if time_generate:
+        sys.meta_path.insert(0, _AfterImport("transformers.generation.utils", wrap_generate))
+
+    code = None  # None while running: the file then holds the steps so far
 
     def write() -> None:
         torch = sys.modules.get("torch")
@@ -133,6 +167,7 @@ def main(argv: list[str]) -> int:
         code = 1
         write()
         raise
+    code = code or 0
     write()
     return code
 

@@ -1,5 +1,6 @@
-"""The benchmarks `make bench` runs, one function each: SFT LoRA and GLiNER2 (felix against the plain-library
-baselines in `bench/baselines/`), `felix-train validate`, and the predict latency (`bench/predict.py`).
+"""The benchmarks `make bench` runs, one function each: SFT LoRA on the tiny model and GLiNER2 (felix against the
+plain-library baselines in `bench/baselines/`), `felix-train validate`, and the predict latency (`bench/predict.py`).
+The SmolLM2 ones (SFT, DPO, GRPO) are in `bench/suites_llm.py`.
 
 What each one measures, and how, is in `bench/run.py`'s docstring. Every function returns the JSON-ready dict that
 goes under its key in the results file (`sft`, `gliner2`, `validate`, `predict`).
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.children import ROOT, median, ratios, run_child, run_sides, summarise, write_yaml
+from bench.suites_llm import add_mfu, model_config
 
 TRL_BASELINE = ROOT / "bench" / "baselines" / "trl_sft.py"
 GLINER_BASELINE = ROOT / "bench" / "baselines" / "gliner2_direct.py"
@@ -30,7 +32,8 @@ GLINER = {"lr": 2e-3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dro
 
 # -- SFT -----------------------------------------------------------------------------------------------------------
 
-def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: int, felix_env: dict) -> dict:
+def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: int, felix_env: dict,
+              peak: float | None = None) -> dict:
     if not DOLLY.exists():
         return {"skipped": f"the chat data {DOLLY} is not there (it lives beside the repo as ../shared/data)"}
     from felix_train.data.registry import DatasetRegistry
@@ -57,15 +60,19 @@ def bench_sft(home: Path, work: Path, env: dict, args, model_path: str, pad_id: 
                      "--weight-decay", str(SFT["weight_decay"]), "--seed", str(SFT["seed"])]
     runs = run_sides("sft", spec, baseline_args, work, env, felix_env, args.repeats, pad_id=pad_id,
                      rate=("tokens_per_s", "tok/s"))
+    hp = {**SFT, "target_modules": "all-linear"}
+    for side_runs in runs.values():
+        for run in side_runs:
+            add_mfu(run, model_config(model_path), peak, "sft", hp)
     keys = ["tokens_per_s", "tokens_per_cpu_s", "first_step_s", "first_step_cpu_s", "peak_rss_mb", "cpu_s", "wall_s",
-            "train_s", "tokens_total"]
+            "train_s", "tokens_total", "seq_len", "flops_per_token", "achieved_gflops", "mfu"]
     result: dict = {"records": len(lines), "hyperparameters": SFT, "runs": runs}
     for side in runs:
         result[side] = summarise(runs[side], keys)
         warm = [r.get("first_step_s") for r in runs[side][1:] if r.get("exit_code") == 0] if args.repeats > 1 else []
         result[side]["first_step_cold_s"] = runs[side][0].get("first_step_s") if runs[side] else None
         result[side]["first_step_warm_s"] = median(warm)
-    result["ratio"] = ratios(result["felix"], result["baseline"], ["tokens_per_s", "tokens_per_cpu_s"],
+    result["ratio"] = ratios(result["felix"], result["baseline"], ["tokens_per_s", "tokens_per_cpu_s", "mfu"],
                              ["first_step_s", "first_step_cpu_s", "first_step_cold_s", "first_step_warm_s",
                               "peak_rss_mb", "cpu_s"])
     return result

@@ -6,6 +6,7 @@ Usage:
         [--lr 2e-4] [--batch-size 8] [--max-length 512] [--epochs 1] [--max-steps -1]
         [--lora-r 16] [--lora-alpha 32] [--lora-dropout 0.05] [--target-modules all-linear]
         [--warmup 0.1] [--weight-decay 0.01] [--seed 42] [--logging-steps 10] [--losses-out FILE]
+        [--chat-template FILE] [--bf16]
 
 TRL 1.16 defaults everywhere except what must match the felix job being compared:
 the hyperparameters above, `assistant_only_loss=True` (felix's `completion_only_loss: true`;
@@ -13,6 +14,10 @@ the tiny model's chat template has `{% generation %}` markers), and, on CPU, `bf
 `gradient_checkpointing=False` (TRL turns both on by default). Data is loaded the usual way
 (`datasets.load_dataset("json")`), tokenized by SFTTrainer, padded per batch, random order.
 `--losses-out` writes the per-step training losses (with `--logging-steps 1`) for parity checks.
+`--chat-template FILE`: what a user does when the model's template has no `{% generation %}` markers
+(SmolLM2's has none, and TRL refuses `assistant_only_loss` without them): load the tokenizer, set a
+template with markers that renders the same text, pass it as `processing_class`.
+`--bf16`: TRL's own default precision, which on CPU also needs `use_cpu=True`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logging-steps", type=int, default=10)
     p.add_argument("--losses-out", default=None)
     p.add_argument("--no-save", action="store_true", help="skip saving the adapter at the end")
+    p.add_argument("--chat-template", default=None, help="a chat template file with {% generation %} markers")
+    p.add_argument("--bf16", action="store_true", help="bf16=True (TRL's default; use_cpu=True on a CPU)")
     return p.parse_args(argv)
 
 
@@ -64,14 +71,29 @@ def build(args: argparse.Namespace):
         seed=args.seed,
         logging_steps=args.logging_steps,
         assistant_only_loss=True,
-        bf16=False,
+        bf16=args.bf16,
+        use_cpu=args.bf16 and not _has_gpu(),
         gradient_checkpointing=False,
         save_strategy="no",
         report_to="none",
     )
     peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                              target_modules=targets, task_type="CAUSAL_LM")
-    return SFTTrainer(model=args.model, args=config, train_dataset=dataset, peft_config=peft_config)
+    tokenizer = None
+    if args.chat_template:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        with open(args.chat_template, encoding="utf-8") as fh:
+            tokenizer.chat_template = fh.read()
+    return SFTTrainer(model=args.model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main(argv=None) -> int:
