@@ -492,21 +492,30 @@ def test_gliner2_deploy_predict_kill_undeploy(live):
     weights = next(f for f in layout["files"].values() if f["format"] == "gliner2")
     reference = GLiNER2.from_pretrained(str(model_dir / weights["path"]))
 
-    r = http.post(f"/felix/trained-models/{job_id}/predict", json={**body, "include_confidence": True})
+    # gliner2's own label-by-label answer when asked for it (`decoding: nested`) ...
+    r = http.post(f"/felix/trained-models/{job_id}/predict",
+                  json={**body, "include_confidence": True, "decoding": "nested"})
     assert r.status_code == 200, r.text
     got = r.json()
     expected = reference.extract_entities(TEXTS[0], GLINER_LABELS, threshold=0.01, include_confidence=True)
     assert got["result"] == _json(expected) and got["id"] == job_id and got["family"] == "gliner2"
     assert any(got["result"]["entities"].values()), got  # something was extracted: the comparison is not vacuous
+    # ... and by default the model's saved decoding (flat here): no span under two labels
+    assert layout.get("decoding") == "flat"
+    flat = http.post(f"/felix/trained-models/{job_id}/predict", json={**body, "include_confidence": True}).json()
+    texts = [m["text"] for ms in flat["result"]["entities"].values() for m in ms]
+    assert texts and len(texts) == len(set(texts)) and len(texts) <= sum(map(len, expected["entities"].values()))
 
     r = http.post(f"/felix/trained-models/{job_id}/predict",
-                  json={"texts": TEXTS, "entities": GLINER_LABELS, "threshold": 0.01, "batch_size": 2})
+                  json={"texts": TEXTS, "entities": GLINER_LABELS, "threshold": 0.01, "batch_size": 2,
+                        "decoding": "nested"})
     assert r.status_code == 200, r.text
     assert r.json()["results"] == _json(reference.batch_extract_entities(TEXTS, GLINER_LABELS, batch_size=2,
                                                                          threshold=0.01))
     schema = {"entities": ["person", "location"],
               "classifications": [{"task": "topic", "labels": ["work", "food", "travel"]}]}
-    r = http.post(f"/felix/trained-models/{job_id}/predict", json={"text": TEXTS[1], "schema": schema, "threshold": 0.1})
+    r = http.post(f"/felix/trained-models/{job_id}/predict", json={"text": TEXTS[1], "schema": schema, "threshold": 0.1,
+                                                                        "decoding": "nested"})
     assert r.status_code == 200, r.text
     assert r.json()["result"] == _json(reference.extract(TEXTS[1], Schema.from_dict(schema), threshold=0.1))
 
