@@ -353,6 +353,6 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
 
 
 def _device() -> str:
-    import torch
+    from felix_train.perf.hardware import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return pick_device()

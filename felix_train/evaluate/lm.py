@@ -19,14 +19,7 @@ import time
 
 from felix_train.data.formats import detect_record_format
 from felix_train.models.source import ModelRef
-
-
-def pick_device(requested: str | None = None) -> str:
-    if requested:
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from felix_train.perf.hardware import pick_device
 
 
 def load_causal_lm(ref: ModelRef, device: str):

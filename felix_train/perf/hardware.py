@@ -218,3 +218,13 @@ def device_key(info: dict[str, Any], threads: int | None = None) -> str:
     cpu = info.get("cpu", {})
     n = threads if threads is not None else cpu.get("usable_cpus", 1)
     return f"cpu-{_slug(cpu.get('model', 'unknown'))}-{n}t"
+
+
+def pick_device(requested: str | None = None) -> str:
+    """The torch device to run on: `requested` unless it is empty or `auto`, else `cuda` when a GPU is visible,
+    else `cpu`. Imports torch (call it where torch is about to be used)."""
+    if requested and requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -36,12 +36,7 @@ def _ids(encoded) -> list[int]:
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([a, b]))  # works on lists
 
 
 def tokenize_record(record: dict, tokenizer, *, completion_only: bool) -> dict[str, list[int]]:

@@ -37,11 +37,9 @@ from felix_train.service.serving.protocol import (
 )
 
 def _device(name: str) -> str:
-    import torch
+    from felix_train.perf.hardware import pick_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return pick_device(name)
 
 
 def _dtype(name: str, device: str):
