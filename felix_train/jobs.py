@@ -152,6 +152,10 @@ class JobFolder:
         return self.root / "metrics.jsonl"
 
     @property
+    def events_path(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.root / "checkpoints"
 

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from felix_train.events import EventLevel, EventType, append_event, cut_events
 from felix_train.jobs import JobFolder, JobState, Progress, append_line, atomic_write_bytes, read_json, utcnow
 
 
@@ -86,6 +87,18 @@ class Reporter:
         if removed:
             atomic_write_bytes(path, b"".join(kept))
         return removed
+
+    # -- events.jsonl ----------------------------------------------------------
+    def event(self, type: EventType | str, data: dict[str, Any] | None = None, *,
+              level: EventLevel | str = EventLevel.INFO, step: int | None = None) -> None:
+        """Append a typed event (felix_train.events) to the job's event list (main process only)."""
+        if self.is_main:
+            append_event(self.job.root, type, {k: _jsonable(v) for k, v in (data or {}).items()}, level=level,
+                         step=step)
+
+    def cut_events(self, step: int) -> int:
+        """Drop the events of steps after `step` (see `felix_train.events.cut_events`); main process only."""
+        return cut_events(self.job.root, step) if self.is_main else 0
 
     def read_metrics(self) -> list[dict]:
         if not self.job.metrics_path.exists():
