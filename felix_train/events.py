@@ -95,7 +95,11 @@ def append_event(job_root: str | os.PathLike, type: EventType | str, data: dict[
         event["step"] = int(step)
     with _Locked(path), open(path, "a+b") as fh:
         event["id"] = _last_id(fh) + 1
-        fh.seek(0, os.SEEK_END)
+        end = fh.seek(0, os.SEEK_END)
+        if end:
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":  # a writer killed mid-line: end its torn line so ours stays whole
+                fh.write(b"\n")
         fh.write((json.dumps(event, default=str) + "\n").encode("utf-8"))
         fh.flush()
     return event

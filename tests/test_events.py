@@ -39,3 +39,5 @@ def test_a_torn_last_line_is_not_served(tmp_path):
     with open(tmp_path / "events.jsonl", "ab") as fh:
         fh.write(b'{"id": 2, "type": "warn')
     assert [e["id"] for e in read_events(tmp_path)] == [1]
+    assert append_event(tmp_path, EventType.WARNING, {"code": "x"})["id"] == 2  # after a writer killed mid-line
+    assert [e["id"] for e in read_events(tmp_path)] == [1, 2]
