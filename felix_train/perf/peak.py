@@ -73,13 +73,17 @@ def probe_matmul_flops(precision: str = "fp32", device: str = "cpu", *, sizes: t
     old_tf32 = torch.backends.cuda.matmul.allow_tf32 if cuda else None
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    # A private generator: the probe runs inside a job (the first one on a device), after its seed was set;
+    # drawing from the global RNG there would change the job's LoRA init and shuffles (first run != rerun).
+    generator = torch.Generator(device=device)
+    generator.manual_seed(0)
     deadline = time.perf_counter() + budget_s
     best = 0.0
     try:
         with torch.no_grad():
             for n in sizes:
-                a = torch.randn(n, n, device=device, dtype=dtype)
-                b = torch.randn(n, n, device=device, dtype=dtype)
+                a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+                b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
                 t0 = time.perf_counter()
                 torch.mm(a, b)
                 sync()

@@ -95,3 +95,15 @@ def test_cuda_without_probe_uses_the_table(felix_home, fake_probe, monkeypatch):
 def test_real_probe_is_positive():
     pytest.importorskip("torch")
     assert peak.probe_matmul_flops("fp32", "cpu", sizes=(32, 64), budget_s=0.05) > 0
+
+
+def test_the_probe_leaves_the_jobs_random_stream_alone():
+    """The probe runs inside the first job on a device, after its seed: it must not draw from the global RNG
+    (it did, and the first tiny-LLM job of a fresh $FELIX_HOME ended at another loss than every rerun)."""
+    import torch
+
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    peak.probe_matmul_flops("fp32", sizes=(32,), budget_s=0.05, max_repeats=1)
+    assert torch.equal(torch.rand(4), expected)
