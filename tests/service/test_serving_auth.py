@@ -108,6 +108,26 @@ def test_the_inference_process_will_not_start_without_a_secret(tmp_path):
     assert out.returncode == 2 and SECRET_ENV in out.stderr
 
 
+def test_the_api_answers_503_when_the_deployments_secret_is_gone(felix_home):
+    """A row still `deployed` whose deployment ended (its secret file removed) is not forwarded anywhere."""
+    from felix_train.service.api import Settings, create_app
+
+    app = create_app(Settings(home=felix_home, database_url=f"sqlite:///{felix_home / 'felix.db'}", secret_key="k"))
+    store = app.state.store
+    user, key = store.create_user(name="alice")
+    spec = {"base_model": LLM, "catalog_model": LLM}
+    job = store.create_job(owner_id=user.id, name="j", spec=spec)
+    store.set_status(job_id=job.id, status=JobStatus.COMPLETE)
+    JobFolder(job.id, felix_home).create()
+    store.request_deploy(job_id=job.id, owner_id=user.id)
+    claimed = store.claim_deployment(worker_id="w")
+    assert store.mark_deployed(job_id=job.id, deployment_id=claimed.deployment_id, port=9, pid=1)
+    with TestClient(app) as c:
+        r = c.post(f"/felix/trained-models/{job.id}/predict", headers={"Authorization": f"Bearer {key}"},
+                   json={"prompt": "hi"})
+    assert r.status_code == 503 and "is gone" in r.text
+
+
 # -- end to end: a real worker and inference process, a local process without the secret --------------------------
 
 
