@@ -176,7 +176,7 @@ def deployed_llm(felix_home, model_store):
             assert client.post(f"/felix/training-jobs/{job.id}/deploy", headers=headers).status_code == 202
             deadline = time.monotonic() + 120
             while store.get_job(job_id=job.id).status != JobStatus.DEPLOYED:
-                assert time.monotonic() < deadline, folder.log_path.read_text() + (folder.root / "serving.log").read_text()
+                assert time.monotonic() < deadline, (folder.root / "serving.log").read_text()
                 worker.tick()
                 time.sleep(0.05)
             yield SimpleNamespace(client=client, headers=headers, store=store, worker=worker, job_id=job.id,
