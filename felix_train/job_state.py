@@ -161,13 +161,17 @@ def error_code_of(err: BaseException) -> ErrorCode:
 
 class JobError(BaseModel):
     """`status.json`'s `error`: why a job failed (a stable `code`, type, message, where it was raised,
-    field-level items). `code` is an `ErrorCode` value; an API shows `code` and `message`, never `where`."""
+    field-level items). `code` is an `ErrorCode` value; an API shows `code` and `message`, never `where`.
+
+    `code` is None when none was recorded (an error written before codes existed, or by an older worker):
+    a reader derives it from `type` then (the API's `ERROR_CODES`), so reading and re-saving an old error
+    never turns it into `internal`."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str
     message: str
-    code: str = ErrorCode.INTERNAL.value
+    code: str | None = None
     where: str = ""
     errors: list[dict[str, Any]] = []
 

@@ -8,8 +8,9 @@ Reported: `loss` (mean negative log-likelihood per scored token, nats), `perplex
 `token_accuracy` (top-1 next-token accuracy on the scored tokens), `tokens`, `records`, and the same
 per record format (`by_format`).
 
-Also the pieces the preference and reward evals share: loading a causal LM (an adapter on its base, so
-the base is the adapter disabled), summed log-probabilities of labelled tokens, greedy generation.
+Also the pieces the preference and reward evals share: loading a causal LM (`load_causal_lm`, the one loader
+in `felix_train.models.lm_loader`, which serving uses too: an adapter on its base, so the base is the adapter
+disabled), summed log-probabilities of labelled tokens, greedy generation.
 """
 
 from __future__ import annotations
@@ -18,28 +19,9 @@ import math
 import time
 
 from felix_train.data.formats import detect_record_format
+from felix_train.models.lm_loader import load_causal_lm
 from felix_train.models.source import ModelRef
 from felix_train.perf.hardware import pick_device
-
-
-def load_causal_lm(ref: ModelRef, device: str):
-    """(model in eval mode on `device`, tokenizer with a pad token). An adapter comes as a PeftModel on its base."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folders = [f for f in (ref.adapter, ref.weights) if f is not None]
-    tok_dir = next((f for f in folders if (f / "tokenizer_config.json").exists()), None) or ref.base()
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if ref.adapter is not None:
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(str(ref.base()), dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(ref.adapter))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(ref.weights), dtype=torch.float32)
-    return model.to(device).eval(), tokenizer
 
 
 def sequence_scores(model, rows: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int,

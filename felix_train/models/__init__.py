@@ -5,7 +5,8 @@ catalog entry's sources in order: the Hugging Face cache (offline), a builder
 (`felix_train.models.<family>:build_*`), or a GGUF file shipped in a Python package
 (dequantised once). A built base is materialised once and reused, so a LoRA adapter
 always applies to the same base weights. Family-specific code lives in
-`models/gliner2.py` and `models/causal_lm.py` and is imported only when used.
+`models/gliner2.py` and `models/causal_lm.py` and is imported only when used; `models/source.py` resolves
+which model a SOURCE names, and `models/lm_loader.py` loads a decoder LLM (eval and serving alike).
 """
 
 from __future__ import annotations

@@ -54,3 +54,45 @@ def test_a_grpo_job_gets_its_own_rewards_mean(grpo_job, files, run_eval):
     assert report["reward_mean"] == pytest.approx(report["rewards"]["contains"]["mean"])
     assert report["numeric_judged"] == 3 and 0.0 <= report["numeric_accuracy"] <= 1.0
     assert len(report["samples"]) == 3
+
+
+def test_eval_and_serving_load_an_llm_job_through_the_one_loader(sft_job, eval_home):
+    """`felix_train.models.lm_loader` is the one loader: eval gets the adapter on its base, serving the same
+    adapter (no `merged/` here) with the same tokenizer, so both score a text alike."""
+    import torch
+
+    from felix_train.evaluate.lm import load_causal_lm
+    from felix_train.models.lm_loader import causal_lm_source
+    from felix_train.models.source import resolve_source
+    from felix_train.service.serving.predictors import load_predictor
+
+    job_dir = eval_home / "jobs" / sft_job
+    ref = resolve_source(job_dir, home=eval_home)
+    model, tokenizer = load_causal_lm(ref, "cpu")
+    predictor = load_predictor(job_dir, home=eval_home, device="cpu", dtype="fp32")
+    assert causal_lm_source(ref) == ref.adapter == predictor.source == job_dir / "model"
+    assert type(model).__name__ == type(predictor.model).__name__ == "PeftModelForCausalLM"
+    assert tokenizer.pad_token is not None and predictor.tokenizer.get_vocab() == tokenizer.get_vocab()
+    ids = torch.tensor([tokenizer("What is 2 plus 2?")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, predictor.model(input_ids=ids).logits)
+
+
+def test_which_folder_the_llm_loader_loads(tmp_path):
+    """Eval scores the adapter (its base is the adapter disabled); serving prefers the `merged/` export."""
+    from dataclasses import replace
+
+    from felix_train.errors import FelixError
+    from felix_train.models.lm_loader import causal_lm_source
+    from felix_train.models.source import resolve_source
+
+    model = tmp_path / "model"
+    (model / "merged").mkdir(parents=True)
+    (model / "adapter_config.json").write_text('{"base_model_name_or_path": "felix/tiny-llm"}')
+    (model / "merged" / "config.json").write_text('{"model_type": "llama"}')
+    ref = resolve_source(model)
+    assert causal_lm_source(ref) == model and causal_lm_source(ref, prefer_merged=True) == model / "merged"
+    (model / "adapter_config.json").unlink()
+    assert causal_lm_source(resolve_source(model)) == model / "merged"  # no adapter: the full weights
+    with pytest.raises(FelixError, match="holds neither a PEFT adapter"):
+        causal_lm_source(replace(ref, weights=None, adapter=None))

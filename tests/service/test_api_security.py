@@ -211,6 +211,23 @@ def test_a_failed_jobs_error_is_code_message_param(client, store, alice, felix_h
         assert "_mt19937" not in r.text and "site-packages" not in r.text and '"where"' not in r.text
 
 
+def test_an_old_status_json_error_without_a_code_gets_its_code_from_its_type(client, store, alice, felix_home):
+    """An error written before codes existed (no `code`) is read, re-saved and recorded as the worker does: it
+    stays without a code (not `internal`), and the API derives the stable code from its type."""
+    job_id = job_in(store, felix_home, JobStatus.RUNNING)
+    folder = JobFolder(job_id, felix_home)
+    old = {"type": "DatasetError", "message": "dataset 'ner' is gone", "where": WHERE}
+    folder.write_status({"id": job_id, "status": "failed", "error": old})
+    folder.update_state(progress={"step": 3})  # an update re-saves the error as read
+    state = folder.read_state()
+    assert state.error.code is None and "code" not in folder.read_status()["error"]
+    error = state.error.model_dump(mode="json")  # what the worker records in the store
+    assert error["code"] is None
+    store.set_status(job_id=job_id, status=JobStatus.FAILED, error=error)
+    got = client.get(f"/felix/training-jobs/{job_id}", headers=alice).json()["error"]
+    assert got == {"code": "dataset_invalid", "message": "dataset 'ner' is gone", "param": None}
+
+
 def test_error_codes_are_documented(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["ErrorCode"]["enum"] == [c.value for c in ErrorCode]

@@ -48,7 +48,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "WorkerLost": ErrorCode.PREEMPTED_TOO_OFTEN,  # store.requeue_stale: the last of `max_attempts` runs lost
     "LaunchFailed": ErrorCode.LAUNCH_FAILED,  # runner.launch_distributed
 }
-"""Codes for errors recorded without one (before `felix_train.jobs.ErrorCode`, or by an older worker), from
+"""Codes for errors recorded without one (`code` absent or null: before `ErrorCode`, or by an older worker), from
 their `type`; any other type is `internal`. A stored error that carries its own `code` keeps it. The codes
 themselves, and what each means, are `felix_train.jobs.ErrorCode` (one table for the runner, worker and API)."""
 

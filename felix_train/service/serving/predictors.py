@@ -9,10 +9,11 @@ What is served, from the job folder's model layout:
   best of overlapping spans of any label: `felix_train.ner_decoding`); the spans and confidences
   flat decoding needs are asked for and dropped again where the request did not ask for them (a
   schema with other tasks is asked twice then, its other tasks answered as the request's flags ask).
-- Decoder LLMs: `model/merged/` when the job exported it (`engine.export.merged`); otherwise the
-  PEFT adapter in `model/` on its base model: `base_model_name_or_path` of `adapter_config.json`
-  when that folder exists here, else the spec's catalog model from the local model store. The
-  tokenizer and chat template are the ones saved beside the adapter.
+- Decoder LLMs, through the one LLM loader (`felix_train.models.lm_loader`): `model/merged/` when the
+  job exported it (`engine.export.merged`); otherwise the PEFT adapter in `model/` on its base model:
+  `base_model_name_or_path` of `adapter_config.json` when that folder exists here, else the spec's
+  catalog model from the local model store. The tokenizer and chat template are the ones saved beside
+  the loaded folder.
 
 torch, transformers, peft and gliner2 are imported inside the functions that use them.
 """
@@ -144,29 +145,12 @@ class LLMPredictor:
     family = ModelFamily.CAUSAL_LM
 
     def __init__(self, ref: ModelRef, *, device: str = "auto", dtype: str = "auto"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from felix_train.models.lm_loader import causal_lm_source, load_causal_lm
 
         self.device = _device(device)
-        torch_dtype = _dtype(dtype, self.device)
-        merged = ref.model_dir / "merged"
-        if ref.weights is not None and (ref.weights == merged or ref.adapter is None):
-            self.source = ref.weights  # the merged export, or a full model
-            model = AutoModelForCausalLM.from_pretrained(str(ref.weights), dtype=torch_dtype)
-            self.tokenizer = AutoTokenizer.from_pretrained(str(ref.weights))
-        elif ref.adapter is not None:
-            from peft import PeftModel
-
-            self.source = ref.adapter
-            self.base = ref.base()  # as recorded in adapter_config.json, else the catalog model
-            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(self.base), dtype=torch_dtype),
-                                              str(ref.adapter))
-            self.tokenizer = AutoTokenizer.from_pretrained(str(ref.adapter))
-        else:
-            raise FelixError(f"{ref.model_dir} holds neither a PEFT adapter (adapter_config.json), `merged/` nor a "
-                             "full model (config.json); train the job again")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = model.to(self.device).eval()
+        self.source = causal_lm_source(ref, prefer_merged=True)  # the merged export, a full model, or the adapter
+        self.model, self.tokenizer = load_causal_lm(ref, self.device, dtype=_dtype(dtype, self.device),
+                                                    prefer_merged=True)
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])})

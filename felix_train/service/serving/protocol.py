@@ -3,8 +3,8 @@
 The API (`POST /felix/trained-models/{id}/predict`) validates a body with these request models
 (`parse_predict_request`), then forwards it with `post_json` over loopback to the port the store
 records, with the job id in `X-Felix-Job` (a process serving another job answers 421, so a
-reused port never answers for the wrong model). The inference process validates it again with
-the same models.
+reused port never answers for the wrong model) and the deployment's secret (`auth.py`: without
+it, 401). The inference process validates it again with the same models.
 
 Request bodies:
 

@@ -5,9 +5,11 @@ and starts the job's inference process
 
     python -m felix_train.service.serving --job-dir jobs/<id> --port 0
 
-(output in `jobs/<id>/serving.log`; the process writes the port it bound to `jobs/<id>/serving.json`).
+(output in `jobs/<id>/serving.log`; the process writes the port it bound to `jobs/<id>/serving.json`),
+with a fresh per-deployment secret in its environment (`FELIX_SERVING_SECRET`, never on its command line)
+and in `jobs/<id>/serving-<deployment_id>.secret` (0600) for the API (`felix_train.service.serving.auth`).
 The job becomes `deployed`, with that port in the store, only once the process answers
-`GET /health`. While it serves, the worker heartbeats the deployment and
+`GET /health` (asked with the secret). While it serves, the worker heartbeats the deployment and
 
 - stops the process when the deployment is withdrawn (undeployed, deleted, or recovered by
   another worker after a missed heartbeat): the store's `deployment_id` no longer matches;
@@ -16,6 +18,8 @@ The job becomes `deployed`, with that port in the store, only once the process a
   `serving.log` in the job's train.log (a new `POST .../deploy` starts it again);
 - on shutdown, stops its serving processes and hands their deployments back (the jobs stay
   requested for deployment, and another worker serves them).
+
+Whenever a process is stopped, its secret file goes with it.
 
 status.json follows (`complete` <-> `deployed`), written through `JobFolder.update_state`.
 """
@@ -33,6 +37,13 @@ from typing import IO
 
 from felix_train.errors import JobNotFound
 from felix_train.jobs import JobFolder, JobStatus, read_json, utcnow
+from felix_train.service.serving.auth import (
+    SECRET_ENV,
+    auth_headers,
+    new_secret,
+    remove_deployment_secret,
+    write_deployment_secret,
+)
 from felix_train.service.serving.protocol import SERVING_FILE, SERVING_HOST, SERVING_LOG, get_json
 from felix_train.service.store import ClaimedDeployment
 from felix_train.service.worker.base import WorkerBase, read_state, set_parent_death_signal, signal_group, tail
@@ -48,6 +59,7 @@ class _Serving:
     folder: JobFolder
     proc: subprocess.Popen
     out: IO[bytes]
+    secret: str = field(repr=False, default="")  # the deployment's: the process answers only requests carrying it
     started: float = field(default_factory=time.monotonic)
     port: int | None = None
     healthy: bool = False
@@ -92,25 +104,30 @@ class DeploymentSupervisor(WorkerBase):
         old = self.serving.pop(deployment.job_id, None)
         if old is not None:  # withdrawn and requested again between two ticks: the old process goes first
             self._stop_serving(old)
+        secret = new_secret()
         try:
             if not folder.model_dir.is_dir():
                 raise FileNotFoundError(f"the job has no model/ folder at {folder.model_dir}")
             (folder.root / SERVING_FILE).unlink(missing_ok=True)
+            write_deployment_secret(folder.root, deployment.deployment_id, secret)
             cmd = [*self.serving_cmd, "--job-dir", str(folder.root), "--port", "0", "--host", SERVING_HOST]
             out = open(folder.root / SERVING_LOG, "ab")
             out.write(f"--- {utcnow()} worker {self.worker_id}: {shlex.join(cmd)}\n".encode())
             out.flush()
-            env = self._child_env(deployment.job_id)
+            env = {**self._child_env(deployment.job_id), SECRET_ENV: secret}  # not in argv: /proc/*/cmdline is public
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     cwd=str(folder.root), start_new_session=True,
                                     preexec_fn=set_parent_death_signal)
         except OSError as err:
             log.error("job %s: cannot start its inference process: %s", deployment.job_id, err)
+            if folder.root.is_dir():
+                remove_deployment_secret(folder.root, deployment.deployment_id)
             if self.store.end_deployment(job_id=deployment.job_id, deployment_id=deployment.deployment_id):
                 self._log(folder, "ERROR", f"deploy failed: worker {self.worker_id} could not start the inference "
                           f"process: {err}; the job is `complete` again")
             return
-        self.serving[deployment.job_id] = _Serving(deployment=deployment, folder=folder, proc=proc, out=out)
+        self.serving[deployment.job_id] = _Serving(deployment=deployment, folder=folder, proc=proc, out=out,
+                                                   secret=secret)
         self.store.set_serving_pid(job_id=deployment.job_id, deployment_id=deployment.deployment_id, pid=proc.pid)
         self._log(folder, "INFO", f"deploying: worker {self.worker_id} started the inference process (pid {proc.pid}); "
                   f"the job is `deployed` once it answers its health check")
@@ -186,13 +203,14 @@ class DeploymentSupervisor(WorkerBase):
 
     def _healthy(self, srv: _Serving) -> bool:
         try:
-            status, body = get_json(SERVING_HOST, srv.port, "/health", timeout_s=self.HEALTH_TIMEOUT_S)
+            status, body = get_json(SERVING_HOST, srv.port, "/health", headers=auth_headers(srv.secret),
+                                    timeout_s=self.HEALTH_TIMEOUT_S)
         except (OSError, http.client.HTTPException, ValueError):
             return False
         return status == 200 and body.get("status") == "ok" and body.get("job_id") == srv.job_id
 
     def _stop_serving(self, srv: _Serving) -> int | None:
-        """SIGTERM the inference process, SIGKILL it after the grace period; its exit code."""
+        """SIGTERM the inference process, SIGKILL it after the grace period, remove its secret; its exit code."""
         for sig, wait_s in ((signal.SIGTERM, self.SERVING_STOP_GRACE_S), (signal.SIGKILL, 10.0)):
             if srv.proc.poll() is not None:
                 break
@@ -202,6 +220,7 @@ class DeploymentSupervisor(WorkerBase):
             except subprocess.TimeoutExpired:
                 continue
         srv.out.close()
+        remove_deployment_secret(srv.folder.root, srv.deployment.deployment_id)
         return srv.proc.poll()
 
     def _serving_failed(self, srv: _Serving, reason: str) -> None:

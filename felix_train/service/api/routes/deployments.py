@@ -3,8 +3,9 @@
 `deploy` records the request in the store; a worker starts the job's inference process
 (`felix_train.service.serving`) and marks the job `deployed` once it answers its health check. `predict`
 validates the body with the serving module's request models (GLiNER2: `text`/`texts` + `entities`/`schema`;
-LLMs: `messages`/`prompt`), forwards it over loopback to the port the store records for that job, and returns
-the process' answer.
+LLMs: `messages`/`prompt`), forwards it over loopback to the port the store records for that job, with the
+deployment's secret (`felix_train.service.serving.auth`: the process answers nobody else), and returns the
+process' answer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from felix_train.service.serving import (
     LLMPredictRequest,
     job_family,
     parse_predict_request,
+    auth_headers,
     post_json,
+    read_deployment_secret,
     request_json,
 )
 from felix_train.service.store import Conflict
@@ -101,13 +104,18 @@ def predict(job_id: JobId, payload: PredictBody, user: CurrentUser, store: Store
         pending = " (its deployment is starting)" if job.deploy_requested and job.status == JobStatus.COMPLETE else ""
         raise Conflict(f"model {job.id} is `{job.status.value}`{pending}, not `deployed`; "
                        f"`POST /felix/training-jobs/{job.id}/deploy` serves it")
+    secret = read_deployment_secret(JobFolder(job.id, settings.home).root, job.deployment_id)
+    if secret is None:  # the deployment ended (or is being replaced) since the row was read
+        raise ServingUnavailable(f"the inference process of model {job.id} is gone; "
+                                 f"`GET /felix/training-jobs/{job.id}` shows its status")
     try:
         status, body = post_json(SERVING_HOST, job.serving_port, "/predict", request_json(request),
-                                 headers={JOB_HEADER: job.id}, timeout_s=settings.predict_timeout_s)
+                                 headers={JOB_HEADER: job.id, **auth_headers(secret)},
+                                 timeout_s=settings.predict_timeout_s)
     except (OSError, http.client.HTTPException, ValueError) as err:
         raise ServingUnavailable(f"the inference process of model {job.id} did not answer ({type(err).__name__}: "
                                  f"{err}); retry, or `GET /felix/training-jobs/{job.id}` for its status") from err
-    if status == 421:  # the port now belongs to another job's process: this one is gone
+    if status in (401, 421):  # the port now belongs to another deployment's or another job's process: this one is gone
         raise ServingUnavailable(f"the inference process of model {job.id} is gone; "
                                  f"`GET /felix/training-jobs/{job.id}` shows its status")
     return JSONResponse(body, status_code=status)
