@@ -47,8 +47,26 @@ def cmd_validate(args) -> int:
         else:
             print(str(err), file=sys.stderr)
         return int(_spec_exit_code(err))
+    if not args.no_datasets:  # the length policy: a record `run` would refuse is refused here, with file and line
+        from felix_train.errors import DatasetError
+        from felix_train.estimate import check_lengths
+
+        try:
+            check_lengths(spec, args.home)
+        except DatasetError as err:
+            if args.json:
+                _print_json({"detail": err.to_list()})
+            else:
+                print(str(err), file=sys.stderr)
+            return 3
     _print_json(spec.to_json())
     return 0
+
+
+def cmd_estimate(args) -> int:
+    from felix_train.estimate.cli import main as estimate_main
+
+    return estimate_main(args)
 
 
 # -- datasets ---------------------------------------------------------------------------
@@ -162,6 +180,8 @@ def run_service(command: str, argv: list[str]) -> int:
 COMMANDS = {
     "run": {"help": "run a job to its end (also: felix-train SPEC)", "fn": cmd_run},
     "validate": {"help": "validate a spec: the resolved spec or every error (exit 2 spec, 3 dataset)", "fn": cmd_validate},
+    "estimate": {"help": "records, tokens, steps, time and memory of a spec before it runs (nothing runs)",
+                 "fn": cmd_estimate},
     "datasets": {"help": "add|list|show|delete datasets in $FELIX_HOME/datasets", "fn": cmd_datasets},
     "models": {"help": "list the base-model catalog", "fn": cmd_models},
     "jobs": {"help": "list|show|logs|checkpoints|stop|delete|deploy|undeploy jobs in $FELIX_HOME/jobs",
@@ -189,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("spec")
             p.add_argument("--json", action="store_true", help="errors as a 422-style JSON body")
             p.add_argument("--no-datasets", action="store_true", help="skip the dataset registry checks")
+        elif name == "estimate":
+            p.add_argument("spec")
+            p.add_argument("--json", action="store_true", help="one JSON object")
+            p.add_argument("--device", default=None, help="cpu or cuda (default: this machine's)")
+            p.add_argument("--no-probe", action="store_true", help="without a table row, predict no time "
+                           "rather than run a short probe")
         elif name == "datasets":
             ds = p.add_subparsers(dest="action", required=True)
             a = ds.add_parser("add")

@@ -337,6 +337,8 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             reporter.log(f"metrics: {summary}")
         code = ExitCode.COMPLETE
         reporter.update_status(status=JobStatus.COMPLETE, finished_at=utcnow(), metrics=metrics)
+        if is_main:
+            _record_throughput(resolved, metrics, device, job, reporter, home)
     elif result.outcome == Outcome.STOPPED:
         if is_main:
             job.clear_stop()
@@ -350,6 +352,22 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
         reporter.update_status(status=status_after_exit(code, file_status=None))
     barrier()  # the ranks leave together, once rank 0 has written the outcome
     return code
+
+
+def _record_throughput(resolved: JobSpec, metrics: dict, device: str, job: JobFolder, reporter: Reporter,
+                       home) -> None:
+    """The job's row in the throughput table (`felix_train.estimate.table`); a failure costs the row, not the job."""
+    from datetime import datetime
+
+    try:
+        from felix_train.estimate import record_completed
+
+        started = reporter.status().get("started_at")
+        wall = (datetime.now(datetime.fromisoformat(started).tzinfo) - datetime.fromisoformat(started)).total_seconds() \
+            if started else None
+        record_completed(resolved, metrics, device=device, wall_s=wall, job_id=job.id, home=home)
+    except Exception as err:  # noqa: BLE001
+        reporter.log(f"throughput table not updated ({type(err).__name__}: {err})", level="WARN")
 
 
 def _device() -> str:

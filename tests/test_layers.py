@@ -19,7 +19,7 @@ LAYERS = [
     ("felix_train.checkpoints", 1), ("felix_train.reporting", 1), ("felix_train.metrics_ner", 1), ("felix_train.ner_decoding", 1),
     ("felix_train.models", 2),
     ("felix_train.trainers", 3),
-    ("felix_train.evaluate", 4), ("felix_train.runner", 4), ("felix_train.launch", 4),
+    ("felix_train.evaluate", 4), ("felix_train.estimate", 4), ("felix_train.runner", 4), ("felix_train.launch", 4),
     ("felix_train.service", 5),
     ("felix_train.cli", 6), ("felix_train.cli_jobs", 6), ("felix_train.__main__", 6), ("felix_train", 6),
 ]
