@@ -91,3 +91,8 @@ def test_estimate_route(client, felix_home):
     r = client.post("/felix/training-jobs/estimate", headers=alice, json={**body, "engine": {"max_length": 14}})
     assert r.status_code == 422 and {d["type"] for d in r.json()["detail"]} == {"record_too_long"}
     assert "/felix/training-jobs/estimate" in client.get("/openapi.json").json()["paths"]
+    # job creation refuses the same records (issue 16 #4: not 201 and a failure at run time), with file and line
+    r = client.post("/felix/training-jobs", headers=alice, json={**body, "engine": {"max_length": 14}})
+    assert r.status_code == 422 and {d["type"] for d in r.json()["detail"]} == {"record_too_long"}
+    assert "line" in r.json()["detail"][0]["msg"]
+    assert client.get("/felix/training-jobs", headers=alice).json()["count"] == 0

@@ -16,7 +16,7 @@ from typing import Any
 from felix_train.catalog import get_entry, is_checkpoint_uuid
 from felix_train.checkpoints import find_checkpoint
 from felix_train.data.registry import DatasetRegistry
-from felix_train.errors import CheckpointNotFound, ErrorItem, SpecError
+from felix_train.errors import CheckpointNotFound, DatasetError, ErrorItem, SpecError
 from felix_train.jobs import new_job_id
 from felix_train.service.api.config import Settings
 from felix_train.service.store import Job, Store, User
@@ -37,6 +37,13 @@ def submit_job(*, payload: Any, user: User, store: Store, settings: Settings, re
         resolved = validate_spec(data, home=settings.home)
     except SpecError as err:
         errors.extend(err.errors)
+    if not errors:  # records `run` would refuse under `length_policy: error`, refused here with file and line
+        from felix_train.estimate import check_lengths
+
+        try:
+            check_lengths(resolved, home=settings.home)
+        except DatasetError as err:
+            errors.extend(err.errors or [ErrorItem(("datasets",), str(err), "dataset_invalid")])
     if errors:
         user_names = [d.name for d in store.list_datasets(owner_id=user.id)] + registry.builtin_names()
         raise SpecError(public_errors(errors, payload, substitutes, user_names))
