@@ -20,10 +20,11 @@ from felix_train.estimate.table import find_row, resolved_precision
 from felix_train.spec import JobSpec, LengthPolicy
 
 
-def check_lengths(spec: JobSpec, home=None) -> None:
-    """DatasetError (items `record_too_long`, file and line) where `length_policy: error` refuses a record."""
+def check_lengths(spec: JobSpec, home=None, *, materialise: bool = True) -> None:
+    """DatasetError (items `record_too_long`, file and line) where `length_policy: error` refuses a record.
+    `materialise=False` (the API) never builds or converts the model to read its tokenizer (see `count`)."""
     if spec.engine.length_policy == LengthPolicy.ERROR:
-        count(spec, home=home)
+        count(spec, home=home, materialise=materialise)
 
 
 def hyperparameters(spec: JobSpec) -> dict[str, Any]:
@@ -60,14 +61,17 @@ def predict_time(counts: Counts, row: dict) -> dict:
                                              "job_id", "updated_at", "probe_steps") if row.get(k) is not None}}
 
 
-def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool = True) -> dict[str, Any]:
-    """The estimate of a resolved spec (see the module docstring); DatasetError where validation would refuse."""
-    from felix_train.models import resolve_model
+def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool = True,
+             materialise: bool = True) -> dict[str, Any]:
+    """The estimate of a resolved spec (see the module docstring); DatasetError where validation would refuse.
+    `materialise=False` (the API process, which never loads torch) leaves out what needs a model not yet on disk
+    (tokens of LLM records, the memory prediction) instead of building it."""
+    from felix_train.models import ready_model, resolve_model
 
     device = device or default_device()
     entry = spec.entry()
-    model_path = Path(resolve_model(entry, home))
-    counts = count(spec, home=home, model_path=model_path)
+    model_path = resolve_model(entry, home) if materialise else ready_model(entry, home)
+    counts = count(spec, home=home, model_path=model_path, materialise=materialise)
     precision = resolved_precision(spec.engine.precision, device)
     from felix_train.estimate.table import device_name
 
@@ -81,10 +85,10 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
     baseline = None
     if row is not None and row.get("peak_rss_mb") and row.get("formula_mb") is not None:
         baseline = max(0.0, row["peak_rss_mb"] - row["formula_mb"])
-    memory = predict_memory(model_path, family=entry.family.value, training_type=spec.training_type.value,
-                            lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules,
-                            batch_size=spec.engine.batch_size, seq_len=seq, bf16_base=precision == "bf16",
-                            baseline_mb=baseline)
+    memory = None if model_path is None else predict_memory(
+        Path(model_path), family=entry.family.value, training_type=spec.training_type.value,
+        lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules, batch_size=spec.engine.batch_size,
+        seq_len=seq, bf16_base=precision == "bf16", baseline_mb=baseline)
     return {
         "base_model": entry.id, "training_type": spec.training_type.value,
         "training_algorithm": spec.training_algorithm.value, "device": dev, "precision": precision,

@@ -271,16 +271,22 @@ def count_records_only(spec: JobSpec, datasets: list[ResolvedDataset], eval_ds: 
     return counts
 
 
-def count(spec: JobSpec, *, home, model_path: Path | None = None) -> Counts:
-    """The counts of a resolved spec (see the module docstring)."""
+def count(spec: JobSpec, *, home, model_path: Path | None = None, materialise: bool = True) -> Counts:
+    """The counts of a resolved spec (see the module docstring). `materialise=False` (the API process) never
+    builds or converts a model to read its tokenizer: where it is not on disk yet, SFT is counted in records only
+    and the token check is left to the run."""
     datasets, eval_ds = resolve_datasets(spec, home)
     family = spec.entry().family
     if family == ModelFamily.GLINER2:
         return count_gliner2(spec, datasets, eval_ds)
     if spec.training_algorithm == Algorithm.SFT:
         if model_path is None:
-            from felix_train.models import resolve_model
+            from felix_train.models import ready_model, resolve_model
 
-            model_path = resolve_model(spec.entry(), home)
+            model_path = resolve_model(spec.entry(), home) if materialise else ready_model(spec.entry(), home)
+        if model_path is None:
+            counts = count_records_only(spec, datasets, eval_ds)
+            counts.notes.append(f"{spec.base_model} is not materialised yet: tokens are counted when the job runs")
+            return counts
         return count_sft(spec, datasets, eval_ds, Path(model_path))
     return count_records_only(spec, datasets, eval_ds)

@@ -58,6 +58,13 @@ def _from_hub(source: ModelSource) -> Path:
     return Path(snapshot_download(source.repo_id, local_files_only=True))
 
 
+def ready_model(entry: BaseModelEntry, home: str | os.PathLike | None = None) -> Path | None:
+    """The local folder of a catalog model if it is already materialised, else None; never builds or converts
+    (for the API process, which must not load torch: building a tiny model or converting a GGUF does)."""
+    dest = store_path(entry.id, home)
+    return dest if (dest / READY_MARKER).exists() else None
+
+
 def resolve_model(entry: BaseModelEntry, home: str | os.PathLike | None = None) -> Path:
     """The local folder of a catalog model, materialising it once; ModelNotAvailable when none works."""
     dest = store_path(entry.id, home)

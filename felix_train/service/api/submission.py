@@ -41,7 +41,7 @@ def submit_job(*, payload: Any, user: User, store: Store, settings: Settings, re
         from felix_train.estimate import check_lengths
 
         try:
-            check_lengths(resolved, home=settings.home)
+            check_lengths(resolved, home=settings.home, materialise=False)
         except DatasetError as err:
             errors.extend(err.errors or [ErrorItem(("datasets",), str(err), "dataset_invalid")])
     if errors:

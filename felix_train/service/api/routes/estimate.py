@@ -63,7 +63,7 @@ def _estimate(payload, user, store, settings, registry) -> dict[str, Any]:
         errors.extend(err.errors)
     if not errors:
         try:
-            return estimate(resolved, home=settings.home, probe=False)
+            return estimate(resolved, home=settings.home, probe=False, materialise=False)
         except DatasetError as err:
             errors.extend(err.errors or [ErrorItem(("datasets",), str(err), "dataset_invalid")])
     user_names = [d.name for d in store.list_datasets(owner_id=user.id)] + registry.builtin_names()
