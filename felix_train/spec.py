@@ -287,7 +287,8 @@ def _convert(err: ValidationError, root: type[BaseModel], prefix: tuple = ()) ->
             msg = f"`{loc[-1]}` is required"
         elif e["type"] == "enum" and "expected" in (e.get("ctx") or {}):
             msg = f"{msg}; got {e.get('input')!r}"
-        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
+                           "int_from_float", "int_type"):
             msg = f"{msg}; got {e.get('input')!r}"
         elif e["type"] == "value_error" and msg.startswith("Value error, "):  # the validator's own words
             msg = msg[len("Value error, "):]
