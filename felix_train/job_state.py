@@ -13,7 +13,7 @@ import uuid
 from enum import Enum, IntEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from felix_train.errors import CheckpointNotFound, DatasetError, ModelNotAvailable, SpecError
 
@@ -85,7 +85,14 @@ def new_job_id() -> str:
 
 
 class Progress(BaseModel):
-    """Where a run is: `status.json`'s `progress`."""
+    """Where a run is: `status.json`'s `progress`.
+
+    Besides step, total_steps, epoch and `eta_s` (seconds left, from this run's rate), a running trainer adds
+    `estimated_finish` (the time now + `eta_s`, ISO 8601 UTC, set by `Reporter.progress`), `trained_tokens`
+    (input tokens of decoder LLMs, training records = samples for GLiNER2, over every run of the job) and its
+    throughput: `tokens_per_s` (LLMs) or `samples_per_s` (GLiNER2), `achieved_tflops`, `mfu` where known.
+    Other keys a trainer adds are kept (`extra="allow"`).
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -93,6 +100,8 @@ class Progress(BaseModel):
     total_steps: int | None = None
     epoch: float | None = 0
     eta_s: float | None = None
+    estimated_finish: str | None = None
+    trained_tokens: int | None = None
 
 
 class ErrorCode(str, Enum):
@@ -205,6 +214,29 @@ class JobState(BaseModel):
     progress: Progress | None = None
     error: JobError | None = None
     metrics: dict[str, Any] | None = None
+    estimated_finish: str | None = None
+    """When the job should end (ISO 8601 UTC): while `running`, the progress's (now + ETA); null once it ended.
+    A `requested` job keeps one only when an estimate set it (not a left-over of a preempted run's progress)."""
+    trained_tokens: int | None = None
+    """Tokens trained on (decoder LLMs: non-padding input tokens; GLiNER2: samples), over every run: the final
+    metrics' once `complete`, else the progress's."""
+    hyperparameters: dict[str, Any] | None = None
+    """The resolved hyperparameters (`JobSpec.hyperparameters()`), written when the job starts."""
+
+    @model_validator(mode="after")
+    def _job_object_fields(self) -> JobState:
+        """`estimated_finish` and `trained_tokens` follow the progress and the final metrics (one source each)."""
+        progress = self.progress
+        from_progress = progress.estimated_finish if progress is not None else None
+        if self.status == JobStatus.RUNNING.value and from_progress:
+            self.estimated_finish = from_progress
+        elif JobStatus(self.status).is_terminal or (self.estimated_finish and self.estimated_finish == from_progress):
+            self.estimated_finish = None
+        final = (self.metrics or {}).get("trained_tokens") if self.status == JobStatus.COMPLETE.value else None
+        tokens = final if isinstance(final, int) else progress.trained_tokens if progress is not None else None
+        if tokens is not None:
+            self.trained_tokens = tokens
+        return self
 
     def to_json(self, *, only_set: bool = False) -> dict[str, Any]:
         """status.json's content; `only_set` leaves out the fields never given (no defaults written)."""

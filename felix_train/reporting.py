@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from felix_train.events import EventLevel, EventType, append_event, cut_events
@@ -135,7 +136,8 @@ class Reporter:
                  **extra: Any) -> None:
         """Record progress; the ETA extrapolates this process's own rate (resumed steps excluded).
 
-        `extra` fields join the progress as they are (e.g. `tokens_per_s`, `achieved_tflops`, `mfu`).
+        `extra` fields join the progress as they are (e.g. `trained_tokens`, `tokens_per_s`, `mfu`);
+        `estimated_finish` is now + the ETA (status.json's `estimated_finish` while running).
         """
         if not self.is_main:
             return
@@ -149,9 +151,10 @@ class Reporter:
         eta = None
         if done > 0 and total_steps:
             eta = round((now - self._t0) / done * max(total_steps - step, 0), 1)
+        finish = None if eta is None else (datetime.now(timezone.utc) + timedelta(seconds=eta)).isoformat(timespec="seconds")
         self.update_status(progress=Progress(step=int(step), total_steps=int(total_steps or 0),
                                              epoch=None if epoch is None else round(float(epoch), 4), eta_s=eta,
-                                             **{k: _jsonable(v) for k, v in extra.items()}))
+                                             estimated_finish=finish, **{k: _jsonable(v) for k, v in extra.items()}))
 
     # -- plots -------------------------------------------------------------------
     def write_loss_plot(self) -> None:

@@ -244,7 +244,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             started_at=None, finished_at=None, progress=prior.get("progress") or Progress(), error=None, metrics=None,
             base_model=resolved.base_model, project_id=resolved.project_id,
             training_type=resolved.training_type.value, training_algorithm=resolved.training_algorithm.value,
-            attempts=int(prior.get("attempts") or 0),
+            attempts=int(prior.get("attempts") or 0), hyperparameters=resolved.hyperparameters(),
         ))
         job.clear_stop()  # a stop request belongs to the run it was made for
 

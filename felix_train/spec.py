@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from felix_train.budgets import Duration
 from felix_train.catalog import (
     Algorithm,
     BaseModelEntry,
@@ -138,6 +139,16 @@ class EngineSpec(_Strict):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     encoder_learning_rate: float | None = Field(None, gt=0, le=1, description="GLiNER2 full training: encoder LR (default learning_rate / 50).")
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides num_epochs).")
+    max_time: Duration = Field(None, description="Training-time budget: seconds (`30`) or a duration (`\"90s\"`, "
+                               "`\"30m\"`, `\"2h\"`), stored as seconds. At the first step boundary past it the job saves a "
+                               "checkpoint and its final model and ends `complete`, with `stopped_by: max_time` in its "
+                               "metrics. Counts the training loop's wall time (evals and checkpoint saves included; "
+                               "model loading, data preparation and the final export not) over every run of the job, "
+                               "up to the checkpoint a resumed run starts from.")
+    max_tokens: int | None = Field(None, ge=1, description="Trained-tokens budget, counted like `trained_tokens`: "
+                                   "input tokens (non-padding) for decoder LLMs, training records (samples) for "
+                                   "GLiNER2, over every run of the job. Reached: as `max_time` "
+                                   "(`stopped_by: max_tokens`).")
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between metrics.jsonl lines.")
     save_steps: int | None = Field(None, ge=1, description="Optimizer steps between checkpoints; default once per epoch.")
     keep_last: int = Field(2, ge=1, le=100, description="Checkpoints kept besides the best one.")
@@ -210,6 +221,29 @@ class JobSpec(_Strict):
             return None
         return RL_PARAMS[self.training_algorithm.value].model_validate(self.rl_config)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """The training hyperparameters of a resolved spec, for status.json's and the API's `hyperparameters`.
+
+        Epochs, learning rate, per-device batch size, gradient accumulation, max steps, max length and its
+        policy, warm-up, weight decay, clipping, seed, precision, LoRA `{r, alpha, dropout, target_modules}`
+        (null for `training_type: full`), `rl_config` with every default filled (null for sft), and the budgets
+        (`max_time` in seconds, `max_tokens`). `encoder_learning_rate` null means the trainer's default (GLiNER2:
+        learning_rate / 50 full, / 4 LoRA).
+        """
+        e = self.engine
+        lora = None
+        if self.training_type == TrainingType.LORA:
+            lora = {"r": e.lora.r, "alpha": e.lora.alpha, "dropout": e.lora.dropout,
+                    "target_modules": e.lora.target_modules}
+        return {
+            "num_epochs": self.num_epochs, "learning_rate": self.learning_rate, "batch_size": e.batch_size,
+            "gradient_accumulation_steps": e.gradient_accumulation_steps, "max_steps": e.max_steps,
+            "max_length": e.max_length, "length_policy": e.length_policy.value, "warmup_ratio": e.warmup_ratio,
+            "weight_decay": e.weight_decay, "max_grad_norm": e.max_grad_norm, "seed": e.seed,
+            "precision": e.precision, "encoder_learning_rate": e.encoder_learning_rate, "lora": lora,
+            "rl_config": self.rl_config, "max_time": e.max_time, "max_tokens": e.max_tokens,
+        }
+
     def to_json(self) -> dict:
         data = self.model_dump(mode="json")
         data["catalog_model"] = self.catalog_model
@@ -253,8 +287,11 @@ def _convert(err: ValidationError, root: type[BaseModel], prefix: tuple = ()) ->
             msg = f"`{loc[-1]}` is required"
         elif e["type"] == "enum" and "expected" in (e.get("ctx") or {}):
             msg = f"{msg}; got {e.get('input')!r}"
-        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        elif e["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing",
+                           "int_from_float", "int_type"):
             msg = f"{msg}; got {e.get('input')!r}"
+        elif e["type"] == "value_error" and msg.startswith("Value error, "):  # the validator's own words
+            msg = msg[len("Value error, "):]
         items.append(ErrorItem(prefix + loc, msg, e["type"]))
     return items
 

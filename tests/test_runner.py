@@ -160,8 +160,9 @@ def test_status_json_keeps_its_keys_through_typed_updates(fake):
     status = JobFolder("j9").read_status()
     assert set(status) == {"id", "name", "status", "created_at", "started_at", "finished_at", "progress", "error",
                            "metrics", "base_model", "project_id", "training_type", "training_algorithm", "attempts",
-                           "data"}
-    assert set(status["progress"]) == {"step", "total_steps", "epoch", "eta_s"} and status["error"] is None
+                           "data", "estimated_finish", "trained_tokens", "hyperparameters"}  # issue 20's job object
+    assert set(status["progress"]) == {"step", "total_steps", "epoch", "eta_s", "estimated_finish"}  # no tokens: fake
+    assert status["error"] is None
 
 
 def test_failure_before_training_writes_a_typed_error(fake):

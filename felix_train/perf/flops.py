@@ -1,4 +1,4 @@
-"""FLOPs per token for decoder LLM training, from the model's config alone (no model is built).
+"""FLOPs per token for decoder LLM and encoder (GLiNER2) training, from the model's config alone (no model is built).
 
 The formulas (each result says which one it used in `FlopsPerToken.formula`):
 
@@ -17,6 +17,9 @@ The formulas (each result says which one it used in `FlopsPerToken.formula`):
   (2N + 4·L·d_attn·T), unless the reference log-probs are precomputed. Both chosen and rejected tokens count.
 - **Generation** (GRPO rollouts, KV cache): 2N + 2·V·d (if tied) + 4·L·d_attn·T_ctx per generated token,
   T_ctx the mean context length attended over (prompt + tokens generated so far).
+- **Encoder** (GLiNER2, `encoder_training_flops`): per input token 4·N_frozen + 6·N_trained + 12·L·d_attn·T,
+  the same per-parameter counting (full training: 6N; LoRA: the frozen encoder 4N, adapters and heads
+  trained in full 6N).
 
 Inputs are a transformers config (`num_hidden_layers`, `hidden_size`, `intermediate_size`,
 `num_attention_heads`, `num_key_value_heads`, `vocab_size`, `tie_word_embeddings`, optional `head_dim`,
@@ -236,3 +239,21 @@ def training_flops(algorithm: str, training_type: str, config: Any, seq_len: int
     if training_type == "lora":
         return lora_training_flops(config, seq_len, r=r, target_modules=target_modules, n_lora=n_lora)
     return full_training_flops(config, seq_len)
+
+
+def encoder_training_flops(*, n_frozen: int, n_trainable: int, n_layer: int, d_attn: int,
+                           seq_len: float) -> FlopsPerToken:
+    """An encoder (GLiNER2) training step per input token: 4·N_frozen + 6·N_trainable + 12·L·d_attn·T.
+
+    The LLM formulas above, per parameter: a trained weight costs 6 FLOPs per token (forward 2, input
+    gradient 2, weight gradient 2); a frozen one 4 (forward, and the input gradient the adapters below it
+    need; LoRA puts adapters in every layer, so the backward runs through the whole encoder). Full
+    training is N_frozen = 0: 6N. N counts every non-embedding parameter (embedding lookups are no matmuls)
+    of the encoder and the task heads; the heads' matmuls run per word or span rather than per token and
+    are counted per token here, an approximation (they are a few percent of N). Attention (no weights):
+    QKᵀ and AV, 4·L·d_attn·T forward, ×3 for training, T the tokens attended over (text + schema prompt).
+    """
+    parts = {"frozen_4n": 4.0 * n_frozen, "trained_6n": 6.0 * n_trainable,
+             "attention": 12.0 * n_layer * d_attn * float(seq_len)}
+    return FlopsPerToken(sum(parts.values()), "encoder: 4·N_frozen + 6·N_trained + 12·L·d_attn·T per token "
+                         "(full training: 6N + 12·L·d_attn·T)", parts)

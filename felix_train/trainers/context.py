@@ -87,21 +87,28 @@ class RunControl:
     def sync(self, reason: StopReason | None) -> StopReason | None:
         """The reason every rank agrees on: the all-reduced (max) stop code; `reason` itself in a single process.
 
-        A collective: in a distributed run every rank must call it, the same number of times. The code
+        A collective: in a distributed run every rank must call it, the same number of times.
+        """
+        return _STOP_REASONS[self.all_max(_STOP_CODES[reason])]
+
+    def all_max(self, value: int) -> int:
+        """The max of `value` over the ranks (stop codes, budget codes); `value` itself in a single process.
+
+        A collective: in a distributed run every rank must call it, the same number of times. The value
         travels as a CPU tensor over gloo (the default group when it has gloo, else a gloo group made on the
         first call), so it neither needs nor synchronises a GPU.
         """
         dist = distributed()
         if dist is None:
-            return reason
+            return value
         import torch
 
         if self._group is None:
             backend = str(dist.get_backend())
             self._group = dist.GroupMember.WORLD if "gloo" in backend else dist.new_group(backend="gloo")
-        code = torch.tensor([_STOP_CODES[reason]], dtype=torch.int32)
+        code = torch.tensor([int(value)], dtype=torch.int32)
         dist.all_reduce(code, op=dist.ReduceOp.MAX, group=self._group)
-        return _STOP_REASONS[int(code.item())]
+        return int(code.item())
 
     def check(self) -> StopReason | None:
         """The reason to stop now, or None. Call once per optimizer step, on every rank."""

@@ -10,6 +10,10 @@ A TRL trainer runs the loop; felix hooks it (`FelixCallback`), never forks it:
 - trackers (`engine.report_to`)       → TrainingArguments' own integrations: `report_to` (W&B, MLflow) and HF's
                                         `TensorBoardCallback` into the job's `tensorboard/` (`tracker_callbacks`)
 - stop / preemption (`on_step_end`)   → `ctx.control.check()`; on a reason: save, then stop, remembering why
+- budgets (`on_step_end`)             → `engine.max_time` / `max_tokens` (`felix_train.budgets`): save, then end
+                                        training normally (the trainer exports and reports `complete`, with
+                                        `stopped_by`); time and tokens used so far travel in each checkpoint's
+                                        `felix_budget.json`, so a resumed job keeps counting
 - checkpoints (`on_save`)             → HF's `checkpoint-N` folder is committed by `ctx.checkpoints.commit`,
                                         which renames it to `checkpoints/<uuid>/` (HF keeps no checkpoints itself:
                                         `save_total_limit=None`, retention is the manager's)
@@ -43,6 +47,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from felix_train.budgets import BudgetCheck, BudgetHit, announce, read_budget_state, write_budget_state
 from felix_train.checkpoints import CheckpointManifest
 from felix_train.perf.mfu import Throughput
 from felix_train.perf.precision import ResolvedPrecision
@@ -320,6 +325,27 @@ class FelixCallback(TrainerCallback):
         self._seen = 0
         self._window_tokens = 0
         self._window_s = 0.0
+        self.budget = BudgetCheck.of(ctx.spec.engine, ctx.control)
+        self.budget_hit: BudgetHit | None = None  # the budget that ended training (the job still completes)
+        prior = read_budget_state(ctx.checkpoints.path(ctx.resume_from) if ctx.resume_from is not None else None)
+        self._prior_time, self._prior_tokens = prior["train_time_s"], prior["trained_tokens"]
+        self._budget_t0: float | None = None
+        self._budget_tokens0 = 0
+
+    def used_time(self) -> float:
+        """Training seconds of the job: earlier runs (up to the resumed checkpoint) and this one."""
+        return self._prior_time + (time.monotonic() - self._budget_t0 if self._budget_t0 is not None else 0.0)
+
+    def trained_tokens(self, state: TrainerState) -> int:
+        """Tokens the job has trained on (every run): `trained_tokens`, what `engine.max_tokens` counts."""
+        return self._prior_tokens + self._tokens(state) - self._budget_tokens0
+
+    def budget_metrics(self, state: TrainerState) -> dict[str, Any]:
+        """`trained_tokens` and, when a budget ended training, `stopped_by` for the final metrics."""
+        out: dict[str, Any] = {"trained_tokens": self.trained_tokens(state)}
+        if self.budget_hit is not None:
+            out["stopped_by"] = self.budget_hit.budget.value
+        return out
 
     def _tokens(self, state: TrainerState) -> int:
         return int(self.token_count(state) if self.token_count is not None else state.num_input_tokens_seen or 0)
@@ -329,8 +355,12 @@ class FelixCallback(TrainerCallback):
         self._t0 = time.monotonic()
         self._tokens0 = int(state.num_input_tokens_seen or 0)
         self._seen = self._tokens(state)
+        self._budget_t0, self._budget_tokens0 = time.monotonic(), self._seen
+        if self.budget.active:
+            self.ctx.reporter.log(self.budget.describe(time_s=self._prior_time, tokens=self._prior_tokens))
         self.ctx.reporter.start_clock(state.global_step)
-        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True)
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True,
+                                   trained_tokens=self.trained_tokens(state))
 
     def on_step_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
         self._step_t0 = time.perf_counter()
@@ -342,7 +372,8 @@ class FelixCallback(TrainerCallback):
             seen = self._tokens(state)
             self._window_tokens += seen - self._seen
             self._seen = seen
-        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, **self.step_figures)
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch,
+                                   trained_tokens=self.trained_tokens(state), **self.step_figures)
         if state.global_step >= state.max_steps:
             control.should_log = True  # the last steps' loss is never left unlogged
         reason = self.ctx.control.check()
@@ -354,6 +385,13 @@ class FelixCallback(TrainerCallback):
             control.should_save = True
             control.should_evaluate = False
             control.should_training_stop = True
+        elif self.stop_reason is None and self.budget_hit is None and state.global_step < state.max_steps:
+            self.budget_hit = self.budget.check(time_s=self.used_time(), tokens=self.trained_tokens(state))
+            if self.budget_hit is not None:  # the last step: saved, then the trainer evaluates and exports as usual
+                announce(self.ctx.reporter, self.budget_hit, state.global_step)
+                control.should_log = True
+                control.should_save = True
+                control.should_training_stop = True
         return control
 
     def on_epoch_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
@@ -371,7 +409,8 @@ class FelixCallback(TrainerCallback):
             self.tokens_per_s = tokens / elapsed if elapsed > 0 else None
         if self.throughput is not None and self.throughput.steps:
             self.step_figures = _known(self.throughput.summary())
-        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True, **self.step_figures)
+        self.ctx.reporter.progress(state.global_step, state.max_steps, state.epoch, force=True,
+                                   trained_tokens=self.trained_tokens(state), **self.step_figures)
 
     # -- logs --------------------------------------------------------------------------------------------
     def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
@@ -409,6 +448,7 @@ class FelixCallback(TrainerCallback):
             metrics[best] = self.train_logs[best]
         if self.eval_step == state.global_step:
             metrics.update(self.eval_metrics)
+        write_budget_state(folder, train_time_s=self.used_time(), trained_tokens=self.trained_tokens(state))
         manifest = self.ctx.checkpoints.commit(folder, step=state.global_step, epoch=state.epoch, metrics=metrics)
         if manifest is not None:
             self.last_checkpoint = manifest

@@ -332,6 +332,7 @@ def complete(ctx: TrainContext, trainer, tokenizer, callback, metrics: dict[str,
     """Write `model/`, drop the HF scratch folder (every checkpoint is committed by now), report `complete`."""
     from felix_train.trainers.hf_bridge import hf_output_dir
 
+    metrics = {**metrics, **callback.budget_metrics(trainer.state)}  # trained_tokens; stopped_by (a budget)
     save_final_model(ctx, trainer, tokenizer)
     if ctx.is_main_process:
         shutil.rmtree(hf_output_dir(ctx), ignore_errors=True)

@@ -108,3 +108,30 @@ def test_smollm2_135m_against_transformers():
     # tokens; counted honestly per real token, full training at T=512 is 0.91 and LoRA r=16 0.67 GFLOP.
     assert full.total == pytest.approx(0.913e9, rel=1e-3)
     assert lora_training_flops(config, 512, r=16).total == pytest.approx(0.674e9, rel=1e-3)
+
+
+def test_encoder_training_flops_counts_trained_6n_frozen_4n_and_attention():
+    from felix_train.perf.flops import encoder_training_flops
+
+    full = encoder_training_flops(n_frozen=0, n_trainable=1000, n_layer=2, d_attn=8, seq_len=10)
+    assert full.parts == {"frozen_4n": 0.0, "trained_6n": 6000.0, "attention": 12.0 * 2 * 8 * 10}
+    assert full.total == 6000 + 1920
+    lora = encoder_training_flops(n_frozen=1000, n_trainable=50, n_layer=2, d_attn=8, seq_len=10)
+    assert lora.total == 4000 + 300 + 1920 and lora.total < full.total + 300
+    assert "4·N_frozen" in lora.formula
+
+
+def test_gliner2_step_throughput_reports_samples_per_s_and_mfu():
+    from felix_train.trainers.gliner2.perf import WARMUP_STEPS, StepThroughput
+
+    t = StepThroughput(n_frozen=0, n_trainable=1000, n_layer=2, d_attn=8, peak_flops=1e6)
+    first = t.step(8, 80, 2.0)  # 8 samples of 10 tokens in 2 s
+    per_token = 6000 + 12 * 2 * 8 * 10
+    assert first["samples_per_s"] == 4.0
+    assert first["achieved_tflops"] == round(80 * per_token / 2.0 / 1e12, 6)
+    assert first["mfu"] == round(80 * per_token / 2.0 / 1e6, 4)
+    for _ in range(WARMUP_STEPS):
+        t.step(8, 80, 1.0)
+    assert t.summary()["samples_per_s"] == 8.0  # the warm-up steps left out
+    unknown = StepThroughput(n_frozen=0, n_trainable=1, n_layer=None, d_attn=None, peak_flops=None)
+    assert unknown.step(4, 40, 1.0) == {"samples_per_s": 4.0} and unknown.summary() == {"samples_per_s": 4.0}

@@ -16,7 +16,7 @@ from felix_train.data.registry import DatasetManifest, DatasetState
 from felix_train.jobs import ErrorCode, JobStatus
 from felix_train.runner import DATASET_ERROR_TYPES
 from felix_train.service.store import Job
-from felix_train.spec import JobSpec
+from felix_train.spec import JobSpec, spec_from_json
 
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 """A user's dataset name: as the spec's, but at most 100 characters."""
@@ -25,6 +25,13 @@ PROJECT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 
 
 # -- training jobs ---------------------------------------------------------------------------------------
+
+HYPERPARAMETERS_EXAMPLE = {
+    "num_epochs": 3, "learning_rate": 0.0002, "batch_size": 8, "gradient_accumulation_steps": 1, "max_steps": None,
+    "max_length": 1024, "length_policy": "error", "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
+    "seed": 42, "precision": "auto", "encoder_learning_rate": None,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}, "rl_config": None,
+    "max_time": 7200.0, "max_tokens": None}
 
 
 class TrainingJobCreate(JobSpec):
@@ -77,10 +84,19 @@ class ErrorPublic(BaseModel):
 
 
 class ProgressPublic(BaseModel):
+    """Where a run is, and its throughput while `running`."""
+
     step: int | None = 0
     total_steps: int | None = None
     epoch: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = Field(None, description="Seconds left at this run's rate.", examples=[412.5])
+    trained_tokens: int | None = Field(None, description="Tokens trained on so far (decoder LLMs: non-padding input "
+                                       "tokens; GLiNER2: samples), every run of the job.", examples=[183424])
+    tokens_per_s: float | None = Field(None, description="Decoder LLMs: trained tokens per second.", examples=[2210.4])
+    samples_per_s: float | None = Field(None, description="GLiNER2: training records per second.", examples=[61.3])
+    achieved_tflops: float | None = Field(None, description="Model FLOP/s achieved, in TFLOP/s.", examples=[1.82])
+    mfu: float | None = Field(None, description="Model FLOPs utilisation: achieved / the device's measured peak.",
+                              examples=[0.31])
 
 
 class TrainingJobPublic(BaseModel):
@@ -105,6 +121,17 @@ class TrainingJobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    estimated_finish: datetime | None = Field(None, description="While `running`: now + the progress's ETA; null "
+                                              "otherwise.", examples=["2025-06-01T12:34:56Z"])
+    trained_tokens: int | None = Field(None, description="Tokens trained on (decoder LLMs: non-padding input tokens; "
+                                       "GLiNER2: samples, i.e. training records), over every run: the progress's while "
+                                       "running, the final count once `complete`.", examples=[183424])
+    hyperparameters: dict[str, Any] | None = Field(None, description="The resolved hyperparameters, defaults filled: "
+                                                   "epochs, learning rate, batch size, gradient accumulation, LoRA "
+                                                   "(r, alpha, dropout, target modules), max length, rl_config, budgets.",
+                                                   examples=[HYPERPARAMETERS_EXAMPLE])
+    queue_position: int | None = Field(None, description="While `requested`: how many queued jobs (all users) a "
+                                       "worker takes before this one (0 = next); null otherwise.", examples=[2])
 
     @model_serializer(mode="wrap")
     def _metrics_only_when_complete(self, handler):
@@ -114,9 +141,15 @@ class TrainingJobPublic(BaseModel):
         return data
 
     @classmethod
-    def from_job(cls, job: Job) -> TrainingJobPublic:
+    def from_job(cls, job: Job, *, queue_position: int | None = None) -> TrainingJobPublic:
         spec = job.spec or {}
+        progress = job.progress or {}
+        final = (job.metrics or {}).get("trained_tokens") if job.status == JobStatus.COMPLETE else None
         return cls(
+            estimated_finish=progress.get("estimated_finish") if job.status == JobStatus.RUNNING else None,
+            trained_tokens=final if final is not None else progress.get("trained_tokens"),
+            hyperparameters=_hyperparameters(spec),
+            queue_position=queue_position if job.status == JobStatus.REQUESTED else None,
             id=job.id, name=job.name, status=job.status, project_id=job.project_id,
             base_model=spec.get("base_model", ""), training_type=str(spec.get("training_type", "")),
             training_algorithm=str(spec.get("training_algorithm", "")), configuration=public_spec(spec),
@@ -124,6 +157,14 @@ class TrainingJobPublic(BaseModel):
             error=ErrorPublic.from_stored(job.error) if job.error else None,
             metrics=job.metrics, stop_requested=job.stop_requested, deploy_requested=bool(job.deploy_requested),
             attempts=job.attempts, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+def _hyperparameters(spec: dict) -> dict[str, Any] | None:
+    """`JobSpec.hyperparameters()` of a stored (resolved) spec; None when it no longer reads as a spec."""
+    try:
+        return spec_from_json(spec).hyperparameters()
+    except (ValueError, TypeError):
+        return None
 
 
 def public_spec(spec: dict) -> dict:

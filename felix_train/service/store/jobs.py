@@ -98,6 +98,18 @@ class JobQueries(StoreBase):
         with self.reading() as s:
             return s.scalar(query) or 0
 
+    def queue_positions(self, *, job_ids: Collection[str]) -> dict[str, int]:
+        """For each of `job_ids` that is `requested`: how many `requested` jobs (of every user) are ahead of it
+        in the claim order (oldest first), 0 = the next one a worker claims. One query."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        ahead = (func.row_number().over(order_by=(Job.created_at, Job.id)) - 1).label("ahead")
+        queue = select(Job.id, ahead).where(Job.status == JobStatus.REQUESTED).subquery()
+        with self.reading() as s:
+            return {row.id: int(row.ahead) for row in s.execute(select(queue.c.id, queue.c.ahead)
+                                                                .where(queue.c.id.in_(ids)))}
+
     def job_owner(self, *, job_id: str) -> int | None:
         with self.reading() as s:
             return s.scalar(select(Job.owner_id).where(Job.id == job_id))

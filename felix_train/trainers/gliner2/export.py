@@ -116,7 +116,10 @@ def finish(trainer, ctx: TrainContext, data: PreparedData, pos: Position, last_m
         "final_model_from": "best_checkpoint" if from_best else "last_step",
         "final_model_checkpoint": chosen.uuid if chosen else None,
         "final_model_step": chosen.step if chosen else pos.step,
+        "trained_tokens": int(pos.records_seen),  # GLiNER2 counts samples (engine.max_tokens too)
     }
+    if pos.stopped_by:
+        metrics["stopped_by"] = pos.stopped_by
     if data.eval:
         metrics["eval_split"] = data.eval_split
     metrics["decoding"] = data.decoding

@@ -14,6 +14,12 @@ after that many evals in a row without a better one. Once per
 optimizer step every rank polls `ctx.control`: on a stop request or a preemption signal it
 checkpoints (if this step has none yet) and returns `Outcome.STOPPED` / `Outcome.PREEMPTED`.
 
+Budgets (`felix_train.budgets`): after each optimizer step short of the last, `engine.max_time` (the loop's
+time over every run: `Position.runtime_s`, saved in the checkpoint) and `engine.max_tokens` (samples:
+`Position.records_seen`) are checked; a budget reached makes this step the last one (logged, evaluated,
+checkpointed, then exported by `export.finish`, `stopped_by` in the metrics) and a `budget_reached` event.
+Progress carries `trained_tokens` (samples) and `samples_per_s`, `achieved_tflops`, `mfu` (`gliner2/perf.py`).
+
 Losses are reported per record (gliner2 sums its loss over a batch; felix divides by the
 records in the window so train and eval losses compare across batch sizes). Distributed: each
 rank takes its slice of every global batch; a short last batch can leave a rank with no record,
@@ -29,9 +35,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from felix_train.budgets import BudgetCheck, announce
 from felix_train.errors import FelixError
 from felix_train.trainers.context import Outcome, StopReason
 from felix_train.trainers.gliner2.eval import evaluate
+from felix_train.trainers.gliner2.perf import setup_throughput
 from felix_train.trainers.gliner2.state import Position, save_checkpoint
 
 
@@ -50,10 +58,15 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
     last_manifest = None
     saved_step = pos.step if resumed_from else -1
     window_loss, window_records = 0.0, 0
+    budget = BudgetCheck.of(spec.engine, ctx.control)  # max_time / max_tokens (samples), over every run of the job
+    if budget.active:
+        reporter.log(budget.describe(unit="samples", time_s=pos.runtime_s, tokens=pos.records_seen))
+    throughput = setup_throughput(trainer)
+    figures: dict[str, Any] = {}  # samples_per_s, achieved_tflops, mfu of the steps so far (progress)
 
     trainer._t0 = time.monotonic()
     reporter.start_clock(pos.step)
-    reporter.progress(pos.step, total, trainer.epoch_float(pos), force=True)
+    reporter.progress(pos.step, total, trainer.epoch_float(pos), force=True, trained_tokens=int(pos.records_seen))
     trainer.model.train()
     trainer.processor.change_mode(is_training=True)
     bar = tqdm(total=total, initial=pos.step, desc=f"train {ctx.job.id}", file=sys.stderr,
@@ -62,8 +75,10 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
         stop_early = False
         while pos.step < total and not stop_early:  # total_steps ends the last epoch (or is engine.max_steps)
             order = trainer.epoch_order(pos.epoch)
-            micro, step_loss, step_records = 0, 0.0, 0
+            micro, step_loss, step_records, step_tokens = 0, 0.0, 0, 0
             while pos.batch < nb and pos.step < total:
+                if micro == 0:
+                    step_t0 = time.perf_counter()
                 chunk = order[pos.batch * trainer.global_batch_size:(pos.batch + 1) * trainer.global_batch_size]
                 idx = chunk[trainer.rank * cfg.batch_size:(trainer.rank + 1) * cfg.batch_size]  # this rank's slice
                 real = len(idx)
@@ -82,6 +97,8 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                 if real:
                     step_loss += float(loss.detach().float().cpu())
                 step_records += real
+                if real and getattr(batch, "attention_mask", None) is not None:
+                    step_tokens += int(batch.attention_mask.sum())  # encoder tokens (MFU), padding left out
                 if micro < accum and not last_in_epoch:
                     continue
                 if micro < accum:
@@ -89,26 +106,35 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                 trainer._optimizer_step()
                 micro = 0
                 pos.step += 1
-                step_loss, step_records = trainer._global_sum(step_loss, step_records)
+                step_s = time.perf_counter() - step_t0
+                step_loss, step_records, step_tokens = trainer._global_sum(step_loss, step_records, step_tokens)
                 pos.loss_sum += step_loss
                 pos.records_seen += step_records
                 window_loss += step_loss
                 window_records += step_records
-                step_loss, step_records = 0.0, 0
+                throughput.step(step_records, step_tokens, step_s)
+                figures = throughput.summary()
+                step_loss, step_records, step_tokens = 0.0, 0, 0
                 if last_in_epoch:
                     pos.epoch, pos.batch = pos.epoch + 1, 0
                 epoch_f = trainer.epoch_float(pos)
                 bar.update(1)
-                reporter.progress(pos.step, total, epoch_f, force=pos.step == total)
+                hit = budget.check(time_s=pos.runtime_s + time.monotonic() - trainer._t0,
+                                   tokens=pos.records_seen) if pos.step < total else None
+                reporter.progress(pos.step, total, epoch_f, force=pos.step == total or hit is not None,
+                                  trained_tokens=int(pos.records_seen), **figures)
+                if hit is not None:  # a budget ends the job here: logged, evaluated, saved and exported as a last step
+                    announce(reporter, hit, pos.step, unit="samples")
+                    pos.stopped_by = hit.budget.value
 
                 step_metrics: dict[str, Any] = {}
-                if pos.step % spec.engine.logging_steps == 0 or pos.step == total:
+                if pos.step % spec.engine.logging_steps == 0 or pos.step == total or hit is not None:
                     _flush_nonfinite(trainer)
                     step_metrics = _log_step(trainer, pos, epoch_f, window_loss / max(window_records, 1), bar)
                     window_loss, window_records = 0.0, 0
                 eval_now = bool(trainer.data.eval) and (
                     (eval_steps and pos.step % eval_steps == 0)
-                    or (not eval_steps and last_in_epoch) or pos.step == total)
+                    or (not eval_steps and last_in_epoch) or pos.step == total or hit is not None)
                 improved = stop_early = False
                 if eval_now:
                     pos.last_eval = {"step": pos.step, **evaluate(trainer)}
@@ -116,7 +142,7 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                     if patience:
                         improved, stop_early = _early_stopping(pos, patience)
                 save_now = (save_steps and pos.step % save_steps == 0) or (not save_steps and last_in_epoch) \
-                    or pos.step == total or improved or stop_early
+                    or pos.step == total or improved or stop_early or hit is not None
                 if save_now:
                     last_manifest = save_checkpoint(trainer, pos, _checkpoint_metrics(trainer, pos, step_metrics))
                     saved_step = pos.step
@@ -125,14 +151,16 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                     reporter.log(f"early stopping at step {pos.step}: eval F1 {pos.last_eval.get('eval_f1', 0):.4f}, "
                                  f"no better than {pos.best_eval_f1:.4f} for {pos.evals_since_best} eval(s) "
                                  f"(engine.early_stopping_patience={patience})")
-                if pos.step >= total or stop_early:
+                if pos.step >= total or stop_early or hit is not None:
+                    stop_early = stop_early or hit is not None
                     break
                 reason = ctx.control.check()
                 if reason is not None:
                     if saved_step != pos.step:
                         last_manifest = save_checkpoint(trainer, pos, _checkpoint_metrics(trainer, pos, step_metrics))
                         saved_step = pos.step
-                    reporter.progress(pos.step, total, epoch_f, force=True)  # status.json: where it stopped
+                    reporter.progress(pos.step, total, epoch_f, force=True,  # status.json: where it stopped
+                                      trained_tokens=int(pos.records_seen), **figures)
                     word = "stop requested" if reason == StopReason.STOP else "preempted (signal)"
                     reporter.log(f"{word} at step {pos.step}: checkpoint {getattr(last_manifest, 'uuid', None)}")
                     return (Outcome.STOPPED if reason == StopReason.STOP else Outcome.PREEMPTED), pos, last_manifest

@@ -72,6 +72,7 @@ class Position:
     last_eval: dict = field(default_factory=dict)
     best_eval_f1: float | None = None  # early stopping: the best eval F1 so far
     evals_since_best: int = 0  # early stopping: evals in a row without a better eval F1
+    stopped_by: str | None = None  # the budget (`max_time` | `max_tokens`) that ended this run; not saved
 
 
 def save_checkpoint(trainer, pos: Position, metrics: dict) -> Any:

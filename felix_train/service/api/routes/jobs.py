@@ -53,7 +53,7 @@ def create_training_job(payload: JobSpecBody, user: CurrentUser, store: StoreDep
                         registry: UserRegistryDep) -> TrainingJobPublic:
     """Validate a job spec against the user's datasets and queue the job (`requested`)."""
     job = submit_job(payload=payload, user=user, store=store, settings=settings, registry=registry)
-    return TrainingJobPublic.from_job(job)
+    return TrainingJobPublic.from_job(job, queue_position=store.queue_positions(job_ids=[job.id]).get(job.id))
 
 
 @router.get("", response_model=TrainingJobsPublic)
@@ -64,13 +64,16 @@ def list_training_jobs(user: CurrentUser, store: StoreDep,
                        offset: Annotated[int, Query(ge=0)] = 0) -> TrainingJobsPublic:
     """The user's jobs, newest first."""
     rows, count = store.list_jobs(owner_id=user.id, status=status, project_id=project_id, limit=limit, offset=offset)
-    return TrainingJobsPublic(data=[TrainingJobPublic.from_job(j) for j in rows], count=count)
+    queue = store.queue_positions(job_ids=[j.id for j in rows if j.status == JobStatus.REQUESTED])
+    return TrainingJobsPublic(data=[TrainingJobPublic.from_job(j, queue_position=queue.get(j.id)) for j in rows],
+                              count=count)
 
 
 @router.get("/{job_id}", response_model=TrainingJobPublic)
 def get_training_job(job_id: JobId, user: CurrentUser, store: StoreDep) -> TrainingJobPublic:
-    """Status, configuration and progress; `metrics` once `complete`."""
-    return TrainingJobPublic.from_job(store.get_job(job_id=job_id, owner_id=user.id))
+    """Status, configuration and progress; `metrics` once `complete`; `queue_position` while `requested`."""
+    job = store.get_job(job_id=job_id, owner_id=user.id)
+    return TrainingJobPublic.from_job(job, queue_position=store.queue_positions(job_ids=[job.id]).get(job.id))
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse,
