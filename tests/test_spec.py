@@ -206,26 +206,24 @@ def test_json_and_yaml_load(tmp_path):
         assert load_spec(tmp_path / name, check_datasets=False).base_model == GLINER
 
 
-def test_validate_cli_is_fast_and_never_imports_torch(tmp_path, felix_home):
+def test_validate_cli_never_imports_a_heavy_library(tmp_path, felix_home):
+    """What keeps `validate` fast (its wall time is a `make bench` line, not a timed test: it failed at 1.0-1.8 s
+    on a loaded machine): none of torch, transformers, trl, peft, gliner2, datasets is imported."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent("""\
         base_model: felix/tiny-gliner2
         datasets: [{name: ner}]
     """))
     code = textwrap.dedent(f"""
-        import sys, time
-        t = time.perf_counter()
+        import sys
         from felix_train.cli import main
         rc = main(["validate", "--no-datasets", {str(spec)!r}])
         assert rc == 0, rc
-        assert "torch" not in sys.modules, "validate imported torch"
-        assert "transformers" not in sys.modules
-        print("ELAPSED", time.perf_counter() - t)
+        heavy = {{"torch", "transformers", "trl", "peft", "gliner2", "datasets", "accelerate"}} & set(sys.modules)
+        assert not heavy, f"validate imported {{sorted(heavy)}}"
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ})
     assert out.returncode == 0, out.stderr
-    elapsed = float(out.stdout.split("ELAPSED")[1])
-    assert elapsed < 1.0, f"validate took {elapsed:.2f}s"
 
 
 # -- rules that read the dataset registry -------------------------------------------------
