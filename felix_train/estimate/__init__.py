@@ -89,6 +89,7 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
         Path(model_path), family=entry.family.value, training_type=spec.training_type.value,
         lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules, batch_size=spec.engine.batch_size,
         seq_len=seq, bf16_base=precision == "bf16", baseline_mb=baseline)
+    time = predict_time(counts, row) if row else {"wall_s": None, "basis": {"source": "none"}}
     return {
         "base_model": entry.id, "training_type": spec.training_type.value,
         "training_algorithm": spec.training_algorithm.value, "device": dev, "precision": precision,
@@ -97,9 +98,28 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
         "tokens": {"train_per_epoch": counts.train_tokens, "trained": counts.trained_tokens},
         "trained_records": counts.trained_records, "steps": counts.total_steps,
         "steps_per_epoch": counts.steps_per_epoch, "epochs": counts.epochs, "exact": counts.exact,
-        "time": predict_time(counts, row) if row else {"wall_s": None, "basis": {"source": "none"}},
+        "time": time, "budget": budget_fit(spec, counts, time),
         "memory": memory, "hyperparameters": hyperparameters(spec), "notes": counts.notes,
     }
+
+
+def budget_fit(spec: JobSpec, counts: Counts, time: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the job fits its `engine.max_time` / `max_tokens` (None where it sets neither): per budget the
+    limit, the predicted use (training time without start-up and export, as the budget counts it; trained tokens,
+    samples for GLiNER2) and `fits` (None where the use cannot be predicted). A job that does not fit still runs:
+    it stops at the budget with its model."""
+    eng = spec.engine
+    out: dict[str, Any] = {}
+    if eng.max_time is not None:
+        used = time.get("train_s")
+        out["max_time"] = {"limit": eng.max_time, "predicted": used,
+                           "fits": None if used is None else used <= eng.max_time}
+    if eng.max_tokens is not None:
+        gliner2 = spec.entry().family.value == "gliner2"  # GLiNER2 budgets count samples (records), as it trains
+        used = counts.trained_records if gliner2 else counts.trained_tokens
+        out["max_tokens"] = {"limit": eng.max_tokens, "predicted": used,
+                             "fits": None if used is None else used <= eng.max_tokens}
+    return out or None
 
 
 def memory_formula_mb(spec: JobSpec, home=None, *, max_length_seen: int | None = None) -> float:

@@ -194,3 +194,16 @@ def test_estimate_with_a_table_row_never_imports_torch(ner_home, tmp_path):
     assert e["datasets"]["ner"]["train"]["reasons"] == {REASON_DROPPED: 1}
     assert e["time"]["basis"]["source"] == "job"
     assert e["time"]["wall_s"] == pytest.approx(e["trained_records"] / 20.0 + 5.0, abs=0.1)
+
+
+def test_the_estimate_says_whether_a_spec_fits_its_budget(felix_home):
+    from felix_train.estimate import estimate
+    from felix_train.spec import validate_spec
+
+    spec = validate_spec({"base_model": "felix/tiny-gliner2", "datasets": [{"name": "felix-ner-quickstart"}],
+                          "engine": {"max_tokens": 100, "max_time": "2h", "batch_size": 8}})
+    e = estimate(spec, probe=False)
+    assert e["budget"]["max_tokens"] == {"limit": 100, "predicted": e["trained_records"], "fits": False}
+    assert e["budget"]["max_time"]["limit"] == 7200 and e["budget"]["max_time"]["fits"] is None  # no table row
+    assert estimate(validate_spec({"base_model": "felix/tiny-gliner2", "datasets": [{"name": "felix-ner-quickstart"}]}),
+                    probe=False)["budget"] is None
