@@ -27,22 +27,6 @@ def check_lengths(spec: JobSpec, home=None, *, materialise: bool = True) -> None
         count(spec, home=home, materialise=materialise)
 
 
-def hyperparameters(spec: JobSpec) -> dict[str, Any]:
-    """The resolved hyperparameters a job trains with (defaults filled in)."""
-    eng = spec.engine
-    out = {"num_epochs": spec.num_epochs, "learning_rate": spec.learning_rate, "batch_size": eng.batch_size,
-           "gradient_accumulation_steps": eng.gradient_accumulation_steps,
-           "num_processes": eng.distributed.num_processes, "max_length": eng.max_length,
-           "length_policy": eng.length_policy.value, "max_steps": eng.max_steps, "precision": eng.precision,
-           "eval_fraction": eng.eval.fraction, "seed": eng.seed}
-    if spec.training_type.value == "lora":
-        out["lora"] = {"r": eng.lora.r, "alpha": eng.lora.alpha, "dropout": eng.lora.dropout,
-                       "target_modules": eng.lora.target_modules}
-    if spec.rl_config:
-        out["rl_config"] = spec.rl_config
-    return out
-
-
 def default_device() -> str:
     """`cuda` where an NVIDIA GPU is visible (no torch needed to look), else `cpu`."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
@@ -99,7 +83,7 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
         "trained_records": counts.trained_records, "steps": counts.total_steps,
         "steps_per_epoch": counts.steps_per_epoch, "epochs": counts.epochs, "exact": counts.exact,
         "time": time, "budget": budget_fit(spec, counts, time),
-        "memory": memory, "hyperparameters": hyperparameters(spec), "notes": counts.notes,
+        "memory": memory, "hyperparameters": spec.hyperparameters(), "notes": counts.notes,
     }
 
 

@@ -26,9 +26,17 @@ def format_estimate(e: dict) -> str:
     basis = t.get("basis", {})
     lines.append(f"  time: {t.get('wall_s')} s wall ({t.get('train_s')} s training + {t.get('overhead_s')} s "
                  f"overhead) from {basis.get('source')} {basis.get('key', '')}".rstrip())
-    lines.append(f"  memory: {m['peak_mb']} MB peak (weights {m['weights_mb']}, gradients {m['gradients_mb']}, "
-                 f"optimizer {m['optimizer_mb']}, activations {m['activations_mb']}, baseline {m['baseline_mb']} "
-                 f"{m['baseline_from']}); {m['trainable_parameters']:,} of {m['parameters']:,} parameters trainable")
+    for name, b in (e.get("budget") or {}).items():
+        verdict = {True: "fits", False: "does not fit: the job stops at the budget with its model",
+                   None: "unknown"}[b["fits"]]
+        lines.append(f"  budget {name}: {b['limit']} against {b['predicted']} predicted: {verdict}")
+    if m is None:
+        lines.append("  memory: unknown (the model is not on disk yet)")
+    else:
+        lines.append(f"  memory: {m['peak_mb']} MB peak (weights {m['weights_mb']}, gradients {m['gradients_mb']}, "
+                     f"optimizer {m['optimizer_mb']}, activations {m['activations_mb']}, baseline {m['baseline_mb']} "
+                     f"{m['baseline_from']}); {m['trainable_parameters']:,} of {m['parameters']:,} parameters "
+                     "trainable")
     lines.append(f"  hyperparameters: {json.dumps(e['hyperparameters'], default=str)}")
     lines.extend(f"  note: {n}" for n in e["notes"])
     return "\n".join(lines)
