@@ -134,15 +134,24 @@ def read_events(job_root: str | os.PathLike, *, after: int = 0, limit: int | Non
     return out
 
 
-def cut_events(job_root: str | os.PathLike, step: int) -> int:
+def cut_events(job_root: str | os.PathLike, step: int, *, resumed: dict[str, Any] | None = None) -> int:
     """Drop the events a step after `step` caused (a resumed run repeats those steps); events with no step
     (status changes, restarts, deployments) stay. Ids are never reused for new events: when the cut removes
     the last line, a `resumed` event takes its id, so the next append continues after the last id ever
-    written and a follower's `after=` cursor stays valid. Atomic (temp file + rename). Returns how many
-    events were removed."""
+    written and a follower's `after=` cursor stays valid. With `resumed` (the data of the run's `resumed`
+    event, e.g. `{from_step, checkpoint}`), that event is always written (into the rewritten file, with the
+    last id when the cut removed the last line; else appended), so a resume leaves exactly one `resumed`
+    event. Atomic (temp file + rename). Returns how many events were removed."""
     path = events_path(job_root)
-    if not path.exists():
-        return 0
+    removed = 0
+    if path.exists():
+        removed = _cut(path, step, resumed)
+    if not removed and resumed is not None:  # nothing cut: the resumed event is an ordinary append
+        append_event(job_root, EventType.RESUMED, resumed)
+    return removed
+
+
+def _cut(path: Path, step: int, resumed: dict[str, Any] | None) -> int:
     with _Locked(path), open(path, "rb") as fh:
         last = _last_id(fh)
         fh.seek(0)
@@ -162,9 +171,10 @@ def cut_events(job_root: str | os.PathLike, step: int) -> int:
             else:
                 removed += 1
         if removed:
-            if kept_last != last:
-                marker = {"id": last, "time": utcnow(), "level": EventLevel.INFO.value,
-                          "type": EventType.RESUMED.value, "data": {"from_step": int(step)}}
-                kept.append((json.dumps(marker) + "\n").encode("utf-8"))
+            if kept_last != last or resumed is not None:
+                marker = {"id": last if kept_last != last else last + 1, "time": utcnow(),
+                          "level": EventLevel.INFO.value, "type": EventType.RESUMED.value,
+                          "data": dict(resumed) if resumed is not None else {"from_step": int(step)}}
+                kept.append((json.dumps(marker, default=str) + "\n").encode("utf-8"))
             atomic_write_bytes(path, b"".join(kept))
     return removed
