@@ -34,10 +34,14 @@ EVENT_MAX_KEYS = 16
 
 
 def _compact(metrics: dict[str, Any], epoch: float | None) -> dict[str, Any]:
-    """An event's data from a metrics record: numbers only, 5 significant digits, at most `EVENT_MAX_KEYS`, and
-    the epoch (about 150 bytes a logged step: a 100k-step job logging every 10 steps writes ~1.5 MB of events)."""
+    """An event's data from a metrics record: numbers only (null for NaN/inf), 5 significant digits, at most
+    `EVENT_MAX_KEYS`, and the epoch (about 150 bytes a logged step: a 100k-step job logging every 10 steps writes
+    ~1.5 MB of events)."""
     out: dict[str, Any] = {}
     for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None  # a NaN loss shows as null (and a `loss_nan` warning)
+            continue
         value = _jsonable(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
