@@ -27,16 +27,17 @@ EVENTS_FILE = "events.jsonl"
 class EventType(str, Enum):
     """What happened. Stable names: clients switch on them."""
 
-    STATUS_CHANGED = "status_changed"  # data: {status, previous?, error?}
-    STEP_METRICS = "step_metrics"  # data: the logged metrics of a step (sampled: at most one per logging step)
+    STATUS_CHANGED = "status_changed"  # data: {status, previous, error?: {code, message}} (JobFolder.update_state)
+    STEP_METRICS = "step_metrics"  # data: a logged step's figures, compact (Reporter.log_metrics; one per step)
     EVAL_RESULT = "eval_result"  # data: {eval_f1 | eval_loss | ..., split?}
-    CHECKPOINT_SAVED = "checkpoint_saved"  # data: {uuid, step}
-    WARNING = "warning"  # data: {code, message, ...}: truncation, grpo_zero_std, loss_spike, loss_nan, ...
-    RESTARTED = "restarted"  # data: {attempt, reason}: requeued after a kill or preemption
-    RESUMED = "resumed"  # data: {from_step, checkpoint?}: a run continued from a checkpoint
+    CHECKPOINT_SAVED = "checkpoint_saved"  # data: {uuid, step, epoch, removed: [uuids retention deleted]}
+    WARNING = "warning"  # data: {code, message, ...}: records_truncated, records_dropped, grpo_zero_std,
+    # loss_nan, loss_spike (Reporter.warn; the loss rule is reporting.LossWatch)
+    RESTARTED = "restarted"  # data: {attempt, reason: killed | out_of_memory | preempted | worker_shutdown, ...}
+    RESUMED = "resumed"  # data: {from_step, checkpoint?}: a run continued from a checkpoint (written by the cut)
     STOP_REQUESTED = "stop_requested"  # data: {by: user | budget, budget?}
     BUDGET_REACHED = "budget_reached"  # data: {budget: max_time | max_tokens, limit, used}
-    DEPLOYED = "deployed"  # data: {deployment_id, status}
+    DEPLOYED = "deployed"  # data: {deployment_id, status: deployed}: its inference process answers /health
 
 
 class EventLevel(str, Enum):

@@ -186,7 +186,8 @@ class Reporter:
                      policy: str, unit: str = "records") -> None:
         """The length policy's `records_truncated` / `records_dropped` warnings (one each, when any), with the
         count per dataset (`per_dataset`) where the trainer knows it."""
-        for code, what, counts in (("records_truncated", "truncated", truncated), ("records_dropped", "dropped", dropped)):
+        for code, what, counts in (("records_truncated", "truncated", truncated),
+                                   ("records_dropped", "dropped", dropped)):
             n = sum(counts.values()) if isinstance(counts, dict) else int(counts or 0)
             if not n:
                 continue
