@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from felix_train.errors import CheckpointNotFound
+from felix_train.events import EventType, append_event
 from felix_train.jobs import JobFolder, atomic_write_json, felix_home, read_json, utcnow
 
 MANIFEST = "checkpoint.json"
@@ -90,7 +91,8 @@ class CheckpointManager:
 
     def commit(self, staged: Path, *, step: int, epoch: float | None = None,
                metrics: dict[str, Any] | None = None) -> CheckpointManifest | None:
-        """Turn a staged folder into `checkpoints/<uuid>/` with its manifest, then apply retention.
+        """Turn a staged folder into `checkpoints/<uuid>/` with its manifest, apply retention, and append a
+        `checkpoint_saved` event `{uuid, step, epoch, removed}` (`removed`: the UUIDs retention deleted).
 
         On a non-main rank nothing is committed and None is returned: the staged folder may be
         shared by every rank (HF's `checkpoint-N`), and rank 0 commits it. A folder this rank got
@@ -114,7 +116,10 @@ class CheckpointManager:
         self.job.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         final = self.job.checkpoints_dir / manifest.uuid
         os.replace(staged, final)
-        self.apply_retention()
+        removed = self.apply_retention()
+        append_event(self.job.root, EventType.CHECKPOINT_SAVED,
+                     {"uuid": manifest.uuid, "step": manifest.step, "epoch": manifest.epoch, "removed": removed},
+                     step=manifest.step)
         return manifest
 
     def remove_stale_staging(self, patterns: tuple[str, ...] = (f"{STAGING_PREFIX}*",)) -> list[Path]:

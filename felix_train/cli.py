@@ -184,7 +184,7 @@ COMMANDS = {
                  "fn": cmd_estimate},
     "datasets": {"help": "add|list|show|delete datasets in $FELIX_HOME/datasets", "fn": cmd_datasets},
     "models": {"help": "list the base-model catalog", "fn": cmd_models},
-    "jobs": {"help": "list|show|logs|checkpoints|stop|delete|deploy|undeploy jobs in $FELIX_HOME/jobs",
+    "jobs": {"help": "list|show|logs|events|checkpoints|stop|delete|deploy|undeploy jobs in $FELIX_HOME/jobs",
              "fn": cmd_jobs},
     "eval": {"help": "score a job, model folder or base model on a test file (figures follow the data)", "fn": cmd_eval},
     "worker": {"help": "claim and run queued jobs (felix-train worker --help)", "fn": None},
@@ -230,10 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "jobs":
             js = p.add_subparsers(dest="action", required=True)
             js.add_parser("list")
-            for action in ("show", "checkpoints", "stop", "delete", "logs"):
+            for action in ("show", "checkpoints", "stop", "delete", "logs", "events"):
                 ap = js.add_parser(action)
                 ap.add_argument("id")
-                if action == "logs":
+                if action == "events":
+                    ap.add_argument("--after", type=int, default=0, help="only events with a larger id")
+                    ap.add_argument("--json", action="store_true", help="one JSON object a line")
+                if action in ("logs", "events"):
                     ap.add_argument("-f", "--follow", action="store_true",
                                     help="follow until the job ends (a queued job: wait for it to start)")
                     ap.add_argument("--database-url", default=None,

@@ -1,12 +1,13 @@
-"""`felix-train jobs list|show|logs|checkpoints|stop|delete|deploy|undeploy`: the job commands of the CLI.
+"""`felix-train jobs list|show|logs|events|checkpoints|stop|delete|deploy|undeploy`: the job commands of the CLI.
 
 `jobs logs ID -f` follows a job's train.log until the job ends, waiting for a queued job's log to appear
-(its state read from status.json or, for a job still queued in the service, from the store). Never
-imports torch.
+(its state read from status.json or, for a job still queued in the service, from the store); `jobs events
+ID -f` follows its typed events (events.jsonl) the same way. Never imports torch.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -32,6 +33,8 @@ def cmd_jobs(args) -> int:
         job = JobFolder(args.id, args.home)
         if args.action == "logs" and args.follow:  # a queued job has no folder yet: wait for it
             return _follow_logs(job, _StoreStatus(args))
+        if args.action == "events":
+            return _events(job, args)
         status = job.read_status()
         if args.action == "show":
             _print_json(status)
@@ -161,14 +164,34 @@ def _file_status(job) -> str | None:
 
 
 def _follow_logs(job, store_status=lambda: None, poll_s: float | None = None) -> int:
-    """Print the log and follow it until the job leaves `requested`/`running`.
+    """Print the log and follow it until the job leaves `requested`/`running` (see `_follow`)."""
+    pos = 0
 
-    A queued job (a row in the store, no folder yet) is waited for. The job's state is read before
-    each read of the log, so the lines written before it ended are all printed.
+    def emit() -> bool:
+        nonlocal pos
+        if job.log_path.exists():
+            with open(job.log_path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+                pos = fh.tell()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        return pos > 0
+
+    return _follow(job, store_status, emit, "log", poll_s)
+
+
+def _follow(job, store_status, emit, what: str, poll_s: float | None = None, *, settle: bool = False) -> int:
+    """Call `emit()` (print what is new; True once anything was printed) until the job leaves `requested`/`running`.
+
+    A queued job (a row in the store, no folder yet) is waited for. The job's state is read before each
+    `emit()`, so what was written before it ended is all printed; with `settle`, once more one poll after the end
+    (events: a status change is appended just after status.json is written).
     """
     from felix_train.errors import JobNotFound
 
-    pos, said_waiting = 0, False
+    said_waiting = False
     try:
         while True:
             file_state = _file_status(job)
@@ -178,18 +201,14 @@ def _follow_logs(job, store_status=lambda: None, poll_s: float | None = None) ->
                                   "`felix-train jobs list` shows the jobs")
             ended = (file_state is not None and file_state not in _ACTIVE) or \
                 (row_state is not None and row_state not in _ACTIVE)
-            if job.log_path.exists():
-                with open(job.log_path, encoding="utf-8", errors="replace") as fh:
-                    fh.seek(pos)
-                    chunk = fh.read()
-                    pos = fh.tell()
-                if chunk:
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
+            printed = emit()
             if ended:
+                if settle:
+                    _sleep(FOLLOW_POLL_S if poll_s is None else poll_s)
+                    emit()
                 return 0
-            if pos == 0 and not said_waiting:
-                print(f"job {job.id} is {file_state or row_state or 'starting'}: waiting for its log "
+            if not printed and not said_waiting:
+                print(f"job {job.id} is {file_state or row_state or 'starting'}: waiting for its {what} "
                       "(Ctrl-C stops following; the job goes on)", file=sys.stderr)
                 said_waiting = True
             _sleep(FOLLOW_POLL_S if poll_s is None else poll_s)
@@ -201,3 +220,39 @@ def _follow_logs(job, store_status=lambda: None, poll_s: float | None = None) ->
             close()
 
 
+# -- events ------------------------------------------------------------------------------------------------------
+
+def _events(job, args) -> int:
+    """`jobs events ID [-f] [--json] [--after N]`: the job's typed events (events.jsonl), one a line; `-f` follows
+    them until the job ends (a queued job is waited for)."""
+    from felix_train.errors import JobNotFound
+    from felix_train.events import read_events
+
+    cursor = args.after
+    printed = False
+
+    def emit() -> bool:
+        nonlocal cursor, printed
+        for event in read_events(job.root, after=cursor):
+            print(json.dumps(event) if args.json else format_event(event), flush=True)
+            cursor, printed = event["id"], True
+        return printed
+
+    if args.follow:
+        return _follow(job, _StoreStatus(args), emit, "events", settle=True)
+    if not job.root.is_dir():
+        raise JobNotFound(f"no job {job.id!r} under {job.home / 'jobs'}; `felix-train jobs list` shows the jobs")
+    emit()
+    return 0
+
+
+def format_event(event: dict) -> str:
+    """`ID TIME LEVEL TYPE [step N] key=value ...`: one event for a terminal."""
+    data = event.get("data") or {}
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()
+             if v is not None and k != "message"]
+    if data.get("message"):
+        parts.append(str(data["message"]))
+    step = f" step {event['step']}" if event.get("step") is not None else ""
+    return f"{event['id']:>5} {event.get('time', '')} {event.get('level', ''):<7} {event.get('type', '')}{step}: " \
+           + " ".join(parts)

@@ -27,16 +27,17 @@ EVENTS_FILE = "events.jsonl"
 class EventType(str, Enum):
     """What happened. Stable names: clients switch on them."""
 
-    STATUS_CHANGED = "status_changed"  # data: {status, previous?, error?}
-    STEP_METRICS = "step_metrics"  # data: the logged metrics of a step (sampled: at most one per logging step)
+    STATUS_CHANGED = "status_changed"  # data: {status, previous, error?: {code, message}} (JobFolder.update_state)
+    STEP_METRICS = "step_metrics"  # data: a logged step's figures, compact (Reporter.log_metrics; one per step)
     EVAL_RESULT = "eval_result"  # data: {eval_f1 | eval_loss | ..., split?}
-    CHECKPOINT_SAVED = "checkpoint_saved"  # data: {uuid, step}
-    WARNING = "warning"  # data: {code, message, ...}: truncation, grpo_zero_std, loss_spike, loss_nan, ...
-    RESTARTED = "restarted"  # data: {attempt, reason}: requeued after a kill or preemption
-    RESUMED = "resumed"  # data: {from_step, checkpoint?}: a run continued from a checkpoint
+    CHECKPOINT_SAVED = "checkpoint_saved"  # data: {uuid, step, epoch, removed: [uuids retention deleted]}
+    WARNING = "warning"  # data: {code, message, ...}: records_truncated, records_dropped, grpo_zero_std,
+    # loss_nan, loss_spike (Reporter.warn; the loss rule is reporting.LossWatch)
+    RESTARTED = "restarted"  # data: {attempt, reason: killed | out_of_memory | preempted | worker_shutdown, ...}
+    RESUMED = "resumed"  # data: {from_step, checkpoint?}: a run continued from a checkpoint (written by the cut)
     STOP_REQUESTED = "stop_requested"  # data: {by: user | budget, budget?}
     BUDGET_REACHED = "budget_reached"  # data: {budget: max_time | max_tokens, limit, used}
-    DEPLOYED = "deployed"  # data: {deployment_id, status}
+    DEPLOYED = "deployed"  # data: {deployment_id, status: deployed}: its inference process answers /health
 
 
 class EventLevel(str, Enum):
@@ -134,15 +135,24 @@ def read_events(job_root: str | os.PathLike, *, after: int = 0, limit: int | Non
     return out
 
 
-def cut_events(job_root: str | os.PathLike, step: int) -> int:
+def cut_events(job_root: str | os.PathLike, step: int, *, resumed: dict[str, Any] | None = None) -> int:
     """Drop the events a step after `step` caused (a resumed run repeats those steps); events with no step
     (status changes, restarts, deployments) stay. Ids are never reused for new events: when the cut removes
     the last line, a `resumed` event takes its id, so the next append continues after the last id ever
-    written and a follower's `after=` cursor stays valid. Atomic (temp file + rename). Returns how many
-    events were removed."""
+    written and a follower's `after=` cursor stays valid. With `resumed` (the data of the run's `resumed`
+    event, e.g. `{from_step, checkpoint}`), that event is always written (into the rewritten file, with the
+    last id when the cut removed the last line; else appended), so a resume leaves exactly one `resumed`
+    event. Atomic (temp file + rename). Returns how many events were removed."""
     path = events_path(job_root)
-    if not path.exists():
-        return 0
+    removed = 0
+    if path.exists():
+        removed = _cut(path, step, resumed)
+    if not removed and resumed is not None:  # nothing cut: the resumed event is an ordinary append
+        append_event(job_root, EventType.RESUMED, resumed)
+    return removed
+
+
+def _cut(path: Path, step: int, resumed: dict[str, Any] | None) -> int:
     with _Locked(path), open(path, "rb") as fh:
         last = _last_id(fh)
         fh.seek(0)
@@ -162,9 +172,10 @@ def cut_events(job_root: str | os.PathLike, step: int) -> int:
             else:
                 removed += 1
         if removed:
-            if kept_last != last:
-                marker = {"id": last, "time": utcnow(), "level": EventLevel.INFO.value,
-                          "type": EventType.RESUMED.value, "data": {"from_step": int(step)}}
-                kept.append((json.dumps(marker) + "\n").encode("utf-8"))
+            if kept_last != last or resumed is not None:
+                marker = {"id": last if kept_last != last else last + 1, "time": utcnow(),
+                          "level": EventLevel.INFO.value, "type": EventType.RESUMED.value,
+                          "data": dict(resumed) if resumed is not None else {"from_step": int(step)}}
+                kept.append((json.dumps(marker, default=str) + "\n").encode("utf-8"))
             atomic_write_bytes(path, b"".join(kept))
     return removed

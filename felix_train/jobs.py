@@ -215,10 +215,25 @@ class JobFolder:
         """Read status.json, set `fields`, write it back atomically; returns the new state.
 
         Only the fields status.json had and those given are written (a default is never added by an update).
+        A changed `status` appends a `status_changed` event (felix_train.events) after the write: every status
+        transition (runner, worker, deployments) goes through here, so each is told once.
         """
+        before = read_json(self.status_path) if "status" in fields else None
         state = self.updated_state(**fields)
         self.write_status(state.to_json(only_set=True))
+        previous = before.get("status") if isinstance(before, dict) else None
+        if "status" in fields and previous != state.status:
+            self._status_event(state, previous)
         return state
+
+    def _status_event(self, state: JobState, previous: str | None) -> None:
+        from felix_train.events import EventLevel, EventType, append_event  # events builds on this module
+
+        data: dict[str, Any] = {"status": state.status, "previous": previous}
+        if state.status == JobStatus.FAILED.value and state.error is not None:
+            data["error"] = {"code": state.error.code, "message": state.error.message}
+        level = EventLevel.ERROR if state.status == JobStatus.FAILED.value else EventLevel.INFO
+        append_event(self.root, EventType.STATUS_CHANGED, data, level=level)
 
     def read_spec(self) -> dict | None:
         return read_json(self.spec_path)

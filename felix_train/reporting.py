@@ -30,6 +30,69 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+EVENT_MAX_KEYS = 16
+"""A `step_metrics`/`eval_result` event carries at most this many figures (the first logged)."""
+
+
+def _compact(metrics: dict[str, Any], epoch: float | None) -> dict[str, Any]:
+    """An event's data from a metrics record: numbers only (null for NaN/inf), 5 significant digits, at most
+    `EVENT_MAX_KEYS`, and the epoch (about 150 bytes a logged step: a 100k-step job logging every 10 steps writes
+    ~1.5 MB of events)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None  # a NaN loss shows as null (and a `loss_nan` warning)
+            continue
+        value = _jsonable(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key] = value if isinstance(value, int) else float(f"{value:.5g}")
+        if len(out) >= EVENT_MAX_KEYS:
+            break
+    if out and epoch is not None:
+        out["epoch"] = round(float(epoch), 4)
+    return out
+
+
+class LossWatch:
+    """A cheap detector over the logged training losses, one warning per episode.
+
+    Rule: a logged loss that is NaN or infinite is `loss_nan`; a finite loss above `factor` × the median of the
+    last `window` finite logged losses (with at least `min_history` of them, the median above 0) and at least
+    `min_jump` above that median is `loss_spike` (`min_jump` keeps near-zero losses, such as GRPO's, quiet).
+    Each kind warns once, then again only after a loss that is normal once more.
+    """
+
+    def __init__(self, *, factor: float = 3.0, window: int = 10, min_history: int = 5, min_jump: float = 0.1):
+        self.factor, self.window, self.min_history, self.min_jump = factor, window, min_history, min_jump
+        self.history: list[float] = []
+        self.in_nan = self.in_spike = False
+
+    def check(self, loss: Any) -> tuple[str, str] | None:
+        """(code, message) when this logged loss starts a NaN or spike episode, else None."""
+        if hasattr(loss, "item"):
+            loss = loss.item()
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            return None
+        loss = float(loss)
+        if not math.isfinite(loss):
+            found = None if self.in_nan else ("loss_nan", f"training loss is {loss}; lower `learning_rate` or raise "
+                                                          "`engine.warmup_ratio`")
+            self.in_nan = True
+            return found
+        self.in_nan = False
+        found = None
+        if len(self.history) >= self.min_history:
+            median = sorted(self.history)[len(self.history) // 2]
+            spike = median > 0 and loss > self.factor * median and loss - median >= self.min_jump
+            if spike and not self.in_spike:
+                found = ("loss_spike", f"training loss {loss:.4g} is over {self.factor:g}x the median {median:.4g} "
+                                       f"of the last {len(self.history)} logged losses")
+            self.in_spike = spike
+        self.history = (self.history + [float(loss)])[-self.window:]
+        return found
+
+
 class Reporter:
     """Writes one job's human log, metric stream and status, throttling progress writes."""
 
@@ -44,6 +107,8 @@ class Reporter:
         self._t0: float | None = None
         self._step0 = 0
         self._tb = None
+        self._last_step_event = -1
+        self._loss_watch = LossWatch()
 
     # -- train.log -----------------------------------------------------------
     def log(self, message: str, level: str = "INFO") -> None:
@@ -56,6 +121,10 @@ class Reporter:
 
     # -- metrics.jsonl ---------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, Any], *, epoch: float | None = None) -> None:
+        """One metrics.jsonl line, and its event: `eval_result` when it has `eval_*` keys, else `step_metrics`
+        (at most one per step: HF's end-of-training summary at the last logged step adds none). The event's data
+        is compact (`_compact`): metrics.jsonl and `GET .../metrics` keep every figure. A logged `loss` also
+        goes through the `LossWatch` (NaN and spike warnings)."""
         if not self.is_main:
             return
         record = {"step": int(step), "epoch": None if epoch is None else round(float(epoch), 4), "time": utcnow()}
@@ -63,6 +132,23 @@ class Reporter:
         append_line(self.job.metrics_path, json.dumps(record))
         if self.tensorboard:
             self._tb_write(step, metrics)
+        data = _compact(metrics, epoch)
+        if any(k.startswith("eval_") for k in metrics):
+            self.event(EventType.EVAL_RESULT, data, step=step)
+        elif data and step > self._last_step_event:
+            self._last_step_event = int(step)
+            self.event(EventType.STEP_METRICS, data, step=step)
+        if "loss" in metrics:
+            warning = self._loss_watch.check(metrics["loss"])
+            if warning is not None:
+                self.warn(warning[0], f"step {step}: {warning[1]}", step=step, loss=_jsonable(metrics["loss"]))
+
+    def warn(self, code: str, message: str, *, step: int | None = None, **data: Any) -> None:
+        """A warning: a WARN line in train.log and a `warning` event `{code, message, ...data}` (main process
+        only). `code` is a stable word: `records_truncated`, `records_dropped`, `grpo_zero_std`, `loss_nan`,
+        `loss_spike`."""
+        self.log(message, level="WARN")
+        self.event(EventType.WARNING, {"code": code, "message": message, **data}, level=EventLevel.WARNING, step=step)
 
     def cut_metrics(self, step: int) -> int:
         """Keep the metrics.jsonl lines with `step` ≤ `step` (a resumed run repeats the steps after its checkpoint;
@@ -97,9 +183,24 @@ class Reporter:
             append_event(self.job.root, type, {k: _jsonable(v) for k, v in (data or {}).items()}, level=level,
                          step=step)
 
-    def cut_events(self, step: int) -> int:
-        """Drop the events of steps after `step` (see `felix_train.events.cut_events`); main process only."""
-        return cut_events(self.job.root, step) if self.is_main else 0
+    def warn_lengths(self, *, truncated: dict[str, int] | int, dropped: dict[str, int] | int, max_length: int,
+                     policy: str, unit: str = "records") -> None:
+        """The length policy's `records_truncated` / `records_dropped` warnings (one each, when any), with the
+        count per dataset (`per_dataset`) where the trainer knows it."""
+        for code, what, counts in (("records_truncated", "truncated", truncated),
+                                   ("records_dropped", "dropped", dropped)):
+            n = sum(counts.values()) if isinstance(counts, dict) else int(counts or 0)
+            if not n:
+                continue
+            data: dict[str, Any] = {"count": n, "max_length": max_length, "policy": policy}
+            if isinstance(counts, dict):
+                data["per_dataset"] = {k: v for k, v in counts.items() if v}
+            self.warn(code, f"{n} {unit} {what} by `engine.length_policy: {policy}` (longer than {max_length})", **data)
+
+    def cut_events(self, step: int, *, resumed: dict[str, Any] | None = None) -> int:
+        """Drop the events of steps after `step`, writing the `resumed` event when given (see
+        `felix_train.events.cut_events`); main process only."""
+        return cut_events(self.job.root, step, resumed=resumed) if self.is_main else 0
 
     def read_metrics(self) -> list[dict]:
         if not self.job.metrics_path.exists():

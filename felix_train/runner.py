@@ -10,9 +10,10 @@ run of the same job id holds its folder: this run is refused at once and touches
 
 One run per job: the run holds an exclusive OS lock on `jobs/<id>/.lock` (`JobLock`, `fcntl.flock`)
 from before it touches the folder until it ends; the kernel drops it with its holder (a kill -9 never
-leaves a stale one). On a resume, metrics.jsonl is cut back to the resumed checkpoint's step and stale
-`work/staging-*` folders are removed. Every ending writes its last log lines before its status, so a
-follower that stops at a terminal status has read the whole log.
+leaves a stale one). On a resume, metrics.jsonl and events.jsonl are cut back to the resumed checkpoint's step
+(events.jsonl gets one `resumed` event naming the checkpoint) and stale `work/staging-*` folders are removed.
+Every ending writes its last log lines before its status, so a follower that stops at a terminal status has
+read the whole log.
 
 status.json is written as a typed `JobState` (`JobFolder.write_state` / `update_state`, through the
 reporter), its `error` a `JobError`; a new job gets `felix_train.jobs.new_job_id()`.
@@ -253,7 +254,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
                                 family=entry.family.value, training_algorithm=resolved.training_algorithm.value,
                                 is_main=is_main, keep_last=resolved.engine.keep_last,
                                 best_metric=metric, greater_is_better=greater)
-    control = RunControl(job)
+    control = RunControl(job, reporter)
     control.install_signal_handlers()
     device = _device()
 
@@ -269,6 +270,8 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             if cut:
                 reporter.log(f"metrics.jsonl: {cut} line(s) after step {resume_from.step if resume_from else 0} "
                              "removed (logged after the last checkpoint; training repeats those steps)")
+            reporter.cut_events(resume_from.step if resume_from else 0, resumed=None if resume_from is None else
+                                {"from_step": resume_from.step, "checkpoint": resume_from.uuid})
             manager.remove_stale_staging()  # work/staging-* a killed run left (each a whole uncommitted checkpoint)
         reporter.update_status(status=JobStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None,
                                attempts=int(reporter.status().get("attempts") or 0) + 1)

@@ -16,6 +16,7 @@ from typing import Any
 
 from felix_train.catalog import BaseModelEntry
 from felix_train.checkpoints import CheckpointManager, CheckpointManifest
+from felix_train.events import EventType
 from felix_train.jobs import JobFolder
 from felix_train.reporting import Reporter
 from felix_train.spec import JobSpec
@@ -63,10 +64,12 @@ class RunControl:
     a SIGTERM that reached one rank only stops them all, and a stop request outranks a preemption.
     """
 
-    def __init__(self, job: JobFolder):
+    def __init__(self, job: JobFolder, reporter: Reporter | None = None):
         self.job = job
+        self.reporter = reporter  # tells a stop request once, as a `stop_requested` event
         self._signalled: int | None = None
         self._group: Any = None  # the gloo group stop codes travel on when the default group is NCCL
+        self._told = False
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,8 +114,14 @@ class RunControl:
         return int(code.item())
 
     def check(self) -> StopReason | None:
-        """The reason to stop now, or None. Call once per optimizer step, on every rank."""
-        return self.sync(self.local_reason())
+        """The reason to stop now, or None. Call once per optimizer step, on every rank. The first stop request
+        seen appends a `stop_requested` event `{by: user}` (rank 0's reporter writes it); a preemption appends
+        none (its `status_changed` to `requested`, and the worker's `restarted`, tell it)."""
+        reason = self.sync(self.local_reason())
+        if reason == StopReason.STOP and not self._told and self.reporter is not None:
+            self._told = True
+            self.reporter.event(EventType.STOP_REQUESTED, {"by": "user"})
+        return reason
 
 
 @dataclass

@@ -180,6 +180,8 @@ def _fit_lengths(ctx: TrainContext, trainer: DPOTrainer, raw_train: Dataset, raw
                 if eval_report.num_truncated or eval_report.num_dropped else "")
         ctx.reporter.log(f"eval: {len(trainer.eval_dataset)} pairs from {source}{note}")
     report.merge(eval_report)
+    ctx.reporter.warn_lengths(truncated=report.truncated, dropped=report.dropped, max_length=limit, policy=policy,
+                              unit="pairs")
     return report
 
 

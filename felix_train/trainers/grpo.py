@@ -304,6 +304,8 @@ def run(ctx: TrainContext) -> TrainResult:
         note = (f" ({dropped[name]} dropped: prompt over engine.max_length {engine.max_length})"
                 if name in dropped else "")
         ctx.reporter.log(f"dataset {name}: {n} prompts for training{note}")
+    ctx.reporter.warn_lengths(truncated=0, dropped=dropped, max_length=engine.max_length,
+                              policy=engine.length_policy.value, unit="prompts")
     # every other column reaches the reward functions: only the data's own columns may
     train_ds = train_ds.remove_columns(["source", "line"])
     eval_ds = eval_ds.remove_columns(["source", "line"]) if eval_ds is not None else None

@@ -150,8 +150,9 @@ class ZeroStdWatch(TrainerCallback):
             return
         self.streak = self.streak + 1 if value > self.fraction else 0
         if self.streak == self.logs:
-            self.ctx.reporter.log(
+            self.ctx.reporter.warn(
+                "grpo_zero_std",
                 f"frac_reward_zero_std above {self.fraction:g} for {self.logs} logged steps in a row (step "
                 f"{state.global_step}): in most groups every completion gets the same reward, so they give no "
                 "gradient; raise `num_generations` or `temperature`, or use rewards that tell completions apart "
-                "(partial credit), or easier prompts", level="WARN")
+                "(partial credit), or easier prompts", step=state.global_step, frac_reward_zero_std=value)

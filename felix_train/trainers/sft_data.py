@@ -219,6 +219,8 @@ def setup_data(ctx: TrainContext, tokenizer, *, completion_only: bool):
     report.merge(eval_report)
     ctx.reporter.log(f"length policy {policy.value} at {max_length} tokens: {report.num_truncated} truncated, "
                      f"{report.num_dropped} dropped")
+    ctx.reporter.warn_lengths(truncated=report.truncated, dropped=report.dropped, max_length=max_length,
+                              policy=policy.value)
     return train_ds, eval_ds, report
 
 

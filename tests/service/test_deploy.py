@@ -477,6 +477,13 @@ def test_gliner2_deploy_predict_kill_undeploy(live):
     model_dir = live.downloads["gliner"]
     deployed = live.wait_status(job_id, "deployed")
     assert deployed["deploy_requested"] is True and "metrics" not in deployed
+    # the job's events (issue 20): its training ended complete, then the worker told the deployment
+    events = _wait(lambda: http.get(f"/felix/training-jobs/{job_id}/events", params={"type": "deployed"}
+                                    ).json()["data"], 30, "a deployed event")
+    assert events[0]["data"]["status"] == "deployed" and events[0]["data"]["deployment_id"]
+    statuses = [e["data"]["status"] for e in http.get(f"/felix/training-jobs/{job_id}/events", params={
+        "type": "status_changed", "limit": 1000}).json()["data"]]
+    assert statuses[:2] == ["running", "complete"] and "deployed" in statuses
 
     # isolation: bob cannot see, use, or stop alice's deployed model
     body = {"text": TEXTS[0], "entities": GLINER_LABELS, "threshold": 0.01}

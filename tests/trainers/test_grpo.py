@@ -301,8 +301,13 @@ def test_most_groups_without_gradient_for_five_logs_is_a_warning():
 
     from felix_train.trainers.grpo_timing import ZeroStdWatch
 
-    lines = []
-    ctx = SimpleNamespace(reporter=SimpleNamespace(log=lambda msg, level="INFO": lines.append((level, msg))))
+    lines, events = [], []
+
+    def warn(code, msg, *, step=None, **data):  # Reporter.warn: a WARN line in train.log and a `warning` event
+        lines.append(("WARN", msg))
+        events.append((code, step))
+
+    ctx = SimpleNamespace(reporter=SimpleNamespace(warn=warn))
     watch = ZeroStdWatch(ctx)
     state = SimpleNamespace(global_step=0)
     for step, frac in enumerate([0.9, 0.9, 0.9, 0.9, 0.5, 0.9, 0.85, 1.0, 0.9, 0.95, 0.9, 1.0], start=1):
@@ -311,6 +316,7 @@ def test_most_groups_without_gradient_for_five_logs_is_a_warning():
         watch.on_log(None, state, None, logs={"train_runtime": 1.0})  # logs without the key change nothing
     assert [level for level, _ in lines] == ["WARN"]  # once per streak: steps 6..10
     assert "step 10" in lines[0][1] and "num_generations" in lines[0][1]
+    assert events == [("grpo_zero_std", 10)]
 
 
 def test_vllm_colocate_and_liger_reach_the_grpo_config_on_a_gpu(model_store, tmp_path, monkeypatch):

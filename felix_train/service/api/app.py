@@ -24,7 +24,7 @@ from felix_train.service.api.errors import (
     RateLimited,
     ServingUnavailable,
 )
-from felix_train.service.api.routes import datasets, deployments, downloads, estimate, jobs, models
+from felix_train.service.api.routes import datasets, deployments, downloads, estimate, events, jobs, metrics, models
 from felix_train.service.api.tokens import load_secret
 from felix_train.service.serving import PredictInputError
 from felix_train.service.store import Conflict, NotFound, Store, default_database_url
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store or Store(settings.database_url, home=settings.home)
     app.state.registry = DatasetRegistry(settings.home)
     app.state.secret = load_secret(settings)
-    for module in (estimate, jobs, downloads, deployments, models, datasets):  # estimate before jobs/{id}
+    for module in (estimate, jobs, events, metrics, downloads, deployments, models, datasets):  # estimate before jobs/{id}
         app.include_router(module.router)
     install_handlers(app)
     install_body_handling(app, settings)

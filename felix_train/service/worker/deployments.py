@@ -21,7 +21,8 @@ The job becomes `deployed`, with that port in the store, only once the process a
 
 Whenever a process is stopped, its secret file goes with it.
 
-status.json follows (`complete` <-> `deployed`), written through `JobFolder.update_state`.
+status.json follows (`complete` <-> `deployed`), written through `JobFolder.update_state` (each change a
+`status_changed` event); a process that becomes healthy adds a `deployed` event with the deployment id.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from felix_train.errors import JobNotFound
+from felix_train.events import EventType, append_event
 from felix_train.jobs import JobFolder, JobStatus, read_json, utcnow
 from felix_train.service.serving.auth import (
     SECRET_ENV,
@@ -192,6 +194,9 @@ class DeploymentSupervisor(WorkerBase):
                                         pid=srv.proc.pid):
                 srv.healthy, srv.last_check = True, time.monotonic()
                 self._set_file_status(srv.folder, JobStatus.DEPLOYED)
+                if srv.folder.root.is_dir():
+                    append_event(srv.folder.root, EventType.DEPLOYED, {"deployment_id": dep.deployment_id,
+                                                                      "status": JobStatus.DEPLOYED.value})
                 self._log(srv.folder, "INFO", f"deployed: serving on {SERVING_HOST}:{srv.port} (pid {srv.proc.pid}, "
                           f"worker {self.worker_id}) after {time.monotonic() - srv.started:.1f}s; "
                           f"POST /felix/trained-models/{dep.job_id}/predict")

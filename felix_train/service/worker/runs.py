@@ -15,8 +15,8 @@ holds the folder: requeued, folder untouched),
 75 preempted (back to `requested`).
 
 A run killed by a signal (not the worker's own shutdown: an OOM kill, a node drain) or preempted
-goes back to `requested` too, and its next run resumes from its last checkpoint, keeping its logs
-and checkpoints, until the job has had `max_attempts` runs; then it is `failed` with a stable
+goes back to `requested` too (a `restarted` event `{attempt, reason}` in events.jsonl), and its next
+run resumes from its last checkpoint, keeping its logs and checkpoints, until the job has had `max_attempts` runs; then it is `failed` with a stable
 `error.code` (`RunErrorCode`): `out_of_memory` when the kernel's OOM killer did it (the worker's
 cgroup's `oom_kill` counter went up while the run ran), `killed` for another signal,
 `preempted_too_often` when the last run was preempted. Runs this worker stopped itself (its own
@@ -44,6 +44,7 @@ from felix_train.jobs import (
     utcnow,
 )
 from felix_train.checkpoints import list_checkpoints
+from felix_train.events import EventLevel, EventType, append_event
 from felix_train.service.store import ClaimedJob, RunErrorCode
 from felix_train.service.worker.base import (
     WorkerBase,
@@ -206,6 +207,8 @@ class RunSupervisor(WorkerBase):
                             f"(signal {-rc}) before it checkpointed; {new.value}")
                 if file_status == JobStatus.RUNNING.value:
                     state = child.folder.update_state(status=new)
+            if new == JobStatus.REQUESTED:
+                _restarted(child, "worker_shutdown" if child.terminated else "preempted", exit_code=rc)
         elif new == JobStatus.FAILED and not (error and rc in (ExitCode.FAILED, ExitCode.SPEC_INVALID,
                                                                 ExitCode.DATASET_INVALID)):
             what = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
@@ -256,6 +259,7 @@ class RunSupervisor(WorkerBase):
                   f"attempt {child.job.attempts} of {self.max_attempts}; requeued: the next run {resume}")
         if state is not None:
             state = child.folder.update_state(status=JobStatus.REQUESTED)
+        _restarted(child, code.value, signal=name, checkpoint=latest[-1].uuid if latest else None)
         return JobStatus.REQUESTED, state, None
 
     def _give_up(self, child: _Child, state, code: RunErrorCode, what: str, **extra):  # noqa: ANN001
@@ -273,6 +277,13 @@ class RunSupervisor(WorkerBase):
         if state is not None:
             state = child.folder.update_state(status=JobStatus.FAILED, finished_at=utcnow(), error=error)
         return JobStatus.FAILED, state, error
+
+
+def _restarted(child: _Child, reason: str, **data) -> None:
+    """A `restarted` event: the job is requeued after a kill or preemption (`reason`), its next run resumes."""
+    if child.folder.root.is_dir():
+        append_event(child.folder.root, EventType.RESTARTED, {"attempt": child.job.attempts, "reason": reason, **data},
+                     level=EventLevel.WARNING)
 
 
 def _step(state) -> int | None:  # noqa: ANN001 - a JobState or None

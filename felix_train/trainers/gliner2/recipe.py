@@ -45,6 +45,8 @@ def run(ctx: TrainContext) -> TrainResult:
     if data.dropped or data.truncated:
         reporter.log(f"length policy {spec.engine.length_policy.value}: {data.dropped} record(s) dropped, "
                      f"{data.truncated} truncated to {spec.engine.max_length} words")
+        reporter.warn_lengths(truncated=data.truncated, dropped=data.dropped, max_length=spec.engine.max_length,
+                              policy=spec.engine.length_policy.value)
     if ctx.is_main_process:
         work = ctx.job.work_dir / "gliner2"
         write_jsonl(work / "train.jsonl", data.train)
