@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_term)
+    # a shell's background job (`pytest ... &`) starts with SIGINT ignored, and Python keeps it so: restore the
+    # default, so that `kill_signal: SIGINT` kills this run as it would a foreground one
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     spec = read_json(args.spec)
     # options: the spec's `fake` section, or (for specs that went through the API's validation)
