@@ -96,3 +96,23 @@ def test_estimate_route(client, felix_home):
     assert r.status_code == 422 and {d["type"] for d in r.json()["detail"]} == {"record_too_long"}
     assert "line" in r.json()["detail"][0]["msg"]
     assert client.get("/felix/training-jobs", headers=alice).json()["count"] == 0
+
+
+@pytest.mark.slow
+def test_without_a_table_row_the_estimate_probes_the_job(model_store, tmp_path):
+    """No row: a 4-step run of the job in a child process and a temporary $FELIX_HOME gives the time, marked
+    `probe`; the real table and jobs/ are left as they were (the probe is not a job of this home)."""
+    home = model_store
+    path = tmp_path / "probe.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in NER))
+    DatasetRegistry(home).add("probe-ner", path, overwrite=True)
+    spec = load_spec({"base_model": "felix/tiny-gliner2", "datasets": [{"name": "probe-ner"}], "num_epochs": 3,
+                      "engine": {"batch_size": 4, "max_length": 14, "length_policy": "truncate"}}, home=home)
+    jobs_before = sorted(p.name for p in (home / "jobs").glob("*")) if (home / "jobs").exists() else []
+    table_before = read_table(home)
+    e = estimate(spec, home=home, device="cpu", probe=True)
+    basis = e["time"]["basis"]
+    assert basis["source"] == "probe" and basis["probe_steps"] == 4 and basis["unit"] == "samples"
+    assert e["time"]["wall_s"] > e["time"]["train_s"] > 0 and e["time"]["s_per_step"] > 0
+    assert read_table(home) == table_before
+    assert (sorted(p.name for p in (home / "jobs").glob("*")) if (home / "jobs").exists() else []) == jobs_before
