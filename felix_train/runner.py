@@ -216,11 +216,10 @@ _RELAUNCH_KEYS = ("job_id", "home", "distributed")
 
 
 def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: bool, world: int) -> ExitCode:
-    from felix_train.data.registry import DatasetRegistry
     from felix_train.models import resolve_model
     from felix_train.trainers import get_trainer
     from felix_train.trainers.context import (
-        Outcome, ResolvedDataset, ResolvedModel, RunControl, TrainContext, barrier,
+        Outcome, ResolvedModel, RunControl, TrainContext, barrier, resolve_datasets,
     )
 
     entry = resolved.entry()
@@ -289,15 +288,7 @@ def _run(resolved: JobSpec, job: JobFolder, reporter: Reporter, home, is_main: b
             model_path = resolve_model(entry, home)
         model = ResolvedModel(entry=entry, path=Path(model_path), init_checkpoint=init_path, init_manifest=init_manifest)
 
-        registry = DatasetRegistry(home, owner=resolved.engine.dataset_owner)
-
-        def resolve_ds(name: str) -> ResolvedDataset:
-            m = registry.get(name)
-            return ResolvedDataset(name=m.name, path=registry.data_path(name), format=str(getattr(m.format, "value", m.format)),
-                                   num_records=m.num_records, columns=list(m.columns or []))
-
-        train_data = [resolve_ds(d.name) for d in resolved.datasets]
-        eval_data = resolve_ds(resolved.engine.eval.dataset) if resolved.engine.eval.dataset else None
+        train_data, eval_data = resolve_datasets(resolved, home)
         for ds in train_data:
             reporter.log(f"dataset {ds.name}: {ds.num_records} records ({ds.format})")
         if eval_data:

@@ -31,7 +31,7 @@ from felix_train.data.length_policy import (
 )
 from felix_train.errors import DatasetError
 from felix_train.spec import JobSpec, LengthPolicy
-from felix_train.trainers.context import ResolvedDataset
+from felix_train.trainers.context import ResolvedDataset, resolve_datasets
 
 
 @dataclass
@@ -55,21 +55,6 @@ class Counts:
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
-
-
-def resolve_datasets(spec: JobSpec, home) -> tuple[list[ResolvedDataset], ResolvedDataset | None]:
-    """The job's datasets as the runner resolves them (the owner's namespace under the service)."""
-    from felix_train.data.registry import DatasetRegistry
-
-    registry = DatasetRegistry(home, owner=spec.engine.dataset_owner)
-
-    def one(name: str) -> ResolvedDataset:
-        m = registry.get(name)
-        return ResolvedDataset(name=m.name, path=registry.data_path(name), format=str(getattr(m.format, "value", m.format)),
-                               num_records=m.num_records, columns=list(m.columns or []))
-
-    train = [one(d.name) for d in spec.datasets]
-    return train, (one(spec.engine.eval.dataset) if spec.engine.eval.dataset else None)
 
 
 def schedule(spec: JobSpec, n_train: int, *, hf: bool) -> tuple[int, int, int]:

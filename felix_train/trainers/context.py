@@ -141,6 +141,21 @@ class ResolvedDataset:
     columns: list[str] = field(default_factory=list)
 
 
+def resolve_datasets(spec: JobSpec, home: Any) -> tuple[list[ResolvedDataset], ResolvedDataset | None]:
+    """A job's train datasets and its eval dataset (if named) from the registry, in the owner's namespace under
+    the service: what the runner hands a trainer and what the estimate counts."""
+    from felix_train.data.registry import DatasetRegistry
+
+    registry = DatasetRegistry(home, owner=spec.engine.dataset_owner)
+
+    def one(name: str) -> ResolvedDataset:
+        m = registry.get(name)
+        return ResolvedDataset(name=m.name, path=registry.data_path(name), format=str(getattr(m.format, "value", m.format)),
+                               num_records=m.num_records, columns=list(m.columns or []))
+
+    return [one(d.name) for d in spec.datasets], (one(spec.engine.eval.dataset) if spec.engine.eval.dataset else None)
+
+
 @dataclass
 class TrainContext:
     spec: JobSpec  # resolved: defaults filled in
