@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal, select, tuple_, update
 
 from felix_train.errors import JobNotFound
 from felix_train.jobs import JOB_ID_PATTERN, ErrorCode, JobStatus, new_job_id
+from felix_train.service.store.cursor import JobCursor
 from felix_train.service.store.errors import Conflict
-from felix_train.service.store.schema import Job, utcnow
+from felix_train.service.store.schema import Job, UTCDateTime, utcnow
 from felix_train.service.store.sessions import StoreBase
 
-__all__ = ["ClaimedJob", "JobQueries", "RunErrorCode", "new_job_id"]
+__all__ = ["ClaimedJob", "JobPage", "JobQueries", "RunErrorCode", "new_job_id"]
 
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
@@ -40,6 +41,15 @@ class ClaimedJob:
     spec: dict
     attempts: int
     stop_requested: bool
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a user's jobs: its rows, the count over all pages, and where the next page starts (None: last)."""
+
+    rows: list[Job]
+    count: int
+    next_cursor: JobCursor | None
 
 
 class JobQueries(StoreBase):
@@ -77,6 +87,19 @@ class JobQueries(StoreBase):
     def list_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
                   project_id: str | None = None, limit: int = 200, offset: int = 0) -> tuple[list[Job], int]:
         """A page of the user's jobs, newest first, and the total count matching the filters (`status`: one or several)."""
+        page = self.page_jobs(owner_id=owner_id, status=status, project_id=project_id, limit=limit, offset=offset)
+        return page.rows, page.count
+
+    def page_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
+                  project_id: str | None = None, limit: int = 200, offset: int = 0,
+                  after: JobCursor | None = None) -> JobPage:
+        """A page of the user's jobs, newest first (`created_at`, then `id`), the count matching the filters,
+        and the cursor of the next page.
+
+        `after` (keyset pagination) starts the page strictly after a cursor's position: one index range
+        read at any depth. `offset` skips rows: its ids come from the index alone (an index-only
+        scan on PostgreSQL, a covering one on SQLite), then only the page's rows are read.
+        """
         where = [Job.owner_id == owner_id]
         if isinstance(status, JobStatus):
             where.append(Job.status == status)
@@ -84,11 +107,22 @@ class JobQueries(StoreBase):
             where.append(Job.status.in_(list(status)))
         if project_id is not None:
             where.append(Job.project_id == project_id)
+        at = list(where)
+        if after is not None:
+            at.append(tuple_(Job.created_at, Job.id) < tuple_(literal(after.created_at, UTCDateTime),
+                                                               literal(after.id, Job.id.type)))
+        order = (Job.created_at.desc(), Job.id.desc())
         with self.reading() as s:
             count = s.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-            rows = list(s.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
-                                  .limit(limit).offset(offset)))
-        return rows, count
+            if offset:
+                ids = select(Job.id).where(*at).order_by(*order).limit(limit + 1).offset(offset).subquery()
+                query = select(Job).join(ids, Job.id == ids.c.id).order_by(*order)
+            else:
+                query = select(Job).where(*at).order_by(*order).limit(limit + 1)
+            rows = list(s.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage(rows=rows, count=count, next_cursor=JobCursor.of(rows[-1]) if more else None)
 
     def count_jobs(self, *, status: JobStatus | None = None) -> int:
         """Jobs in `status` (every job when None), all users together."""
