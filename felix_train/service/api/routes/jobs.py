@@ -80,7 +80,7 @@ def list_training_jobs(user: CurrentUser, store: StoreDep,
         except InvalidCursor as err:
             raise _query_error("after", str(err), after) from None
     page = store.page_jobs(owner_id=user.id, status=status, project_id=project_id, limit=limit, offset=offset,
-                           after=cursor)
+                           after=cursor, light=True)
     answer = TrainingJobsPublic(data=[TrainingJobPublic.from_job(j) for j in page.rows], count=page.count,
                                 next_cursor=page.next_cursor.encode() if page.next_cursor else None)
     # Serialised once, here: returned as a model, FastAPI would dump, validate and encode it again (most of the
