@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                          users=args.users, requests=args.requests, posts=args.posts, seed=args.seed,
                                          deadline=time.monotonic() + args.scale_timeout, say=_say)
             print(report.scale_table(results["scale"]))
+            print(report.scale_summary(results["scale"]))
     except KeyboardInterrupt as err:
         results["interrupted"] = str(err) or "interrupted"
         _say(f"interrupted ({results['interrupted']}); every started process was ended")

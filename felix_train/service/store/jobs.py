@@ -1,8 +1,9 @@
 """The store's queries for jobs: the API side (create, list, stop, delete) and the worker side (claim, heartbeat, finish, recover).
 
-A worker claims a job with one conditional `UPDATE ... RETURNING` on SQLite and with
-`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; every later write of that worker is fenced
-by its `worker_id`, so a requeue by another worker always wins.
+A worker claims a job with one conditional `UPDATE ... RETURNING` (on PostgreSQL its oldest
+`requested` row is read `FOR UPDATE SKIP LOCKED`); every later write of that worker is fenced
+by its `worker_id`, so a requeue by another worker always wins. A list page is one index range
+read at any depth by cursor (`cursor.py`); an offset reads only the index up to its page.
 """
 
 from __future__ import annotations
@@ -187,31 +188,25 @@ class JobQueries(StoreBase):
     def claim_job(self, *, worker_id: str) -> ClaimedJob | None:
         """Atomically move the oldest `requested` job to `running` for `worker_id`; None when the queue is empty.
 
-        PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` (workers never wait on each other's rows).
-        SQLite: one conditional `UPDATE ... WHERE status = 'requested' RETURNING` in a `BEGIN IMMEDIATE`
-        transaction.
+        One statement on both databases, `UPDATE ... WHERE id = (the oldest requested) RETURNING` what a
+        worker needs: on PostgreSQL the oldest is read `FOR UPDATE SKIP LOCKED` (workers never wait on
+        each other's rows); SQLite runs it in a `BEGIN IMMEDIATE` transaction. The oldest is the first
+        entry of the `(status, created_at, id)` index: a claim costs the same at any table size.
         """
         with self.reading() as s:  # an idle poll takes no write lock
             if s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED).limit(1)) is None:
                 return None
         now = utcnow()
-        values = dict(status=JobStatus.RUNNING, worker_id=worker_id, heartbeat_at=now, updated_at=now,
-                      attempts=Job.attempts + 1, finished_at=None)
+        oldest = (select(Job.id).where(Job.status == JobStatus.REQUESTED).order_by(Job.created_at, Job.id).limit(1)
+                  .with_for_update(skip_locked=True).scalar_subquery())  # SQLite has no FOR UPDATE: left out
+        claim = (update(Job).where(Job.id == oldest, Job.status == JobStatus.REQUESTED)
+                 .values(status=JobStatus.RUNNING, worker_id=worker_id, heartbeat_at=now, updated_at=now,
+                         attempts=Job.attempts + 1, finished_at=None)
+                 .returning(Job.id, Job.owner_id, Job.spec, Job.attempts, Job.stop_requested))
         with self.writing() as s:
-            if self.is_sqlite:
-                oldest = (select(Job.id).where(Job.status == JobStatus.REQUESTED)
-                          .order_by(Job.created_at, Job.id).limit(1).scalar_subquery())
-                job_id = s.scalar(update(Job).where(Job.id == oldest, Job.status == JobStatus.REQUESTED)
-                                  .values(**values).returning(Job.id))
-            else:
-                job_id = s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED)
-                                  .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True))
-                if job_id is not None:
-                    s.execute(update(Job).where(Job.id == job_id).values(**values))
-            if job_id is None:
-                return None
-            row = s.execute(select(Job.id, Job.owner_id, Job.spec, Job.attempts, Job.stop_requested)
-                            .where(Job.id == job_id)).one()
+            row = s.execute(claim, execution_options={"synchronize_session": False}).one_or_none()
+        if row is None:
+            return None
         return ClaimedJob(id=row.id, owner_id=row.owner_id, spec=row.spec, attempts=row.attempts,
                           stop_requested=row.stop_requested)
 
