@@ -227,3 +227,24 @@ def test_page_queries_read_one_index_range(store):
         covering = "COVERING INDEX ix_jobs_owner_status_created_id" if store.is_sqlite else \
             "Index Only Scan Backward using ix_jobs_owner_status_created_id"
         assert covering in plan, plan
+
+
+def test_light_rows_are_the_jobs_and_a_resubmitted_id_shows_its_own_spec(store):
+    from dataclasses import fields
+
+    from felix_train.service.store import JobRow
+
+    owner, _ = _user(store, "alice")
+    for i in range(3):
+        _job(store, owner, status=JobStatus.FAILED if i else JobStatus.COMPLETE)
+    names = [f.name for f in fields(JobRow)]
+    for _ in range(2):  # read, then from the spec cache
+        light = store.page_jobs(owner_id=owner, light=True).rows
+        full = store.page_jobs(owner_id=owner).rows
+        assert [[getattr(r, n) for n in names] for r in light] == [[getattr(j, n) for n in names] for j in full]
+    assert store.spec_cache.hits >= 3
+    job = store.create_job(owner_id=owner, name="again", spec={**SPEC, "base_model": "first"}, job_id="job-same")
+    assert store.page_jobs(owner_id=owner, light=True, limit=1).rows[0].spec["base_model"] == "first"
+    store.delete_job(job_id=job.id, owner_id=owner)
+    store.create_job(owner_id=owner, name="again", spec={**SPEC, "base_model": "second"}, job_id="job-same")
+    assert store.page_jobs(owner_id=owner, light=True, limit=1).rows[0].spec["base_model"] == "second"

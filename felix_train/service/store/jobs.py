@@ -22,8 +22,9 @@ from felix_train.service.store.cursor import JobCursor
 from felix_train.service.store.errors import Conflict
 from felix_train.service.store.schema import Job, UTCDateTime, utcnow
 from felix_train.service.store.sessions import StoreBase
+from felix_train.service.store.spec_cache import SpecCache
 
-__all__ = ["ClaimedJob", "JobPage", "JobQueries", "RunErrorCode", "new_job_id"]
+__all__ = ["LIST_COLUMNS", "ClaimedJob", "JobPage", "JobQueries", "JobRow", "RunErrorCode", "new_job_id"]
 
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
@@ -44,24 +45,49 @@ class ClaimedJob:
     stop_requested: bool
 
 
-LIST_COLUMNS = (Job.id, Job.name, Job.status, Job.project_id, Job.spec, Job.progress, Job.error, Job.metrics,
+LIST_COLUMNS = (Job.id, Job.name, Job.status, Job.project_id, Job.progress, Job.error, Job.metrics,
                 Job.stop_requested, Job.deploy_requested, Job.attempts, Job.created_at, Job.started_at,
                 Job.finished_at)
-"""What a job list shows of each job: `page_jobs(light=True)` reads these as plain rows (attributes named as
-`Job`'s), with no ORM object per row."""
+"""What a job list shows of each job besides its spec: `page_jobs(light=True)` reads these as plain rows, with
+no ORM object per row, and the spec through the `SpecCache`."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as a list shows it (`LIST_COLUMNS` and the spec, attributes named as `Job`'s). `spec` is shared with
+    the store's cache: read it, never change it."""
+
+    id: str
+    name: str
+    status: JobStatus
+    project_id: str | None
+    progress: dict | None
+    error: dict | None
+    metrics: dict | None
+    stop_requested: bool
+    deploy_requested: bool
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict
 
 
 @dataclass(frozen=True)
 class JobPage:
     """One page of a user's jobs: its rows, the count over all pages, and where the next page starts (None: last)."""
 
-    rows: list  # `Job` objects, or rows of `LIST_COLUMNS` (`light`)
+    rows: list  # `Job` objects, or `JobRow`s (`light`)
     count: int
     next_cursor: JobCursor | None
 
 
 class JobQueries(StoreBase):
     """Jobs: every read of a user's job is scoped by `owner_id`; every worker write by `worker_id`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spec_cache = SpecCache()
 
     # -- jobs: the API side ---------------------------------------------------------------------
     def create_job(self, *, owner_id: int, name: str, spec: dict, project_id: str | None = None,
@@ -107,7 +133,8 @@ class JobQueries(StoreBase):
         `after` (keyset pagination) starts the page strictly after a cursor's position: one index range
         read at any depth. `offset` skips rows: its ids come from the index alone (an index-only
         scan on PostgreSQL, a covering one on SQLite), then only the page's rows are read.
-        `light`: plain rows of `LIST_COLUMNS` instead of `Job` objects (a third less time for a 200-row page).
+        `light`: `JobRow`s instead of `Job` objects: no ORM object per row, and each spec decoded once per
+        process (`spec_cache.py`), the most of a 200-row page's time.
         """
         where = [Job.owner_id == owner_id]
         if isinstance(status, JobStatus):
@@ -129,10 +156,21 @@ class JobQueries(StoreBase):
                 query = what.join(ids, Job.id == ids.c.id).order_by(*order)
             else:
                 query = what.where(*at).order_by(*order).limit(limit + 1)
-            rows = list(s.execute(query).all() if light else s.scalars(query))
+            rows = self._with_specs(s, s.execute(query).all()) if light else list(s.scalars(query))
         more = len(rows) > limit
         rows = rows[:limit]
         return JobPage(rows=rows, count=count, next_cursor=JobCursor.of(rows[-1]) if more else None)
+
+    def _with_specs(self, session, rows: list) -> list[JobRow]:
+        """`JobRow`s of `LIST_COLUMNS` rows, their specs from the cache, or read (and cached) when missing."""
+        specs = self.spec_cache.get_many([(r.id, r.created_at) for r in rows])
+        missing = [r.id for r in rows if (r.id, r.created_at) not in specs]
+        if missing:
+            read = {(r.id, r.created_at): r.spec for r in
+                    session.execute(select(Job.id, Job.created_at, Job.spec).where(Job.id.in_(missing)))}
+            self.spec_cache.put_many(read)
+            specs.update(read)
+        return [JobRow(*r, specs[(r.id, r.created_at)]) for r in rows]  # LIST_COLUMNS are JobRow's fields, in order
 
     def count_jobs(self, *, status: JobStatus | None = None) -> int:
         """Jobs in `status` (every job when None), all users together."""
