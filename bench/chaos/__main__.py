@@ -2,7 +2,7 @@
 
 Usage:
     python -m bench.chaos [--jobs 20] [--faults 30] [--seed 0] [--steps 60] [--only chaos|scale]
-        [--scale-rows 10000,100000] [--postgres-url URL] [--timeout 1200] [--keep] [--out FILE]
+        [--scale-rows 1000,100000] [--postgres-url URL] [--timeout 1200] [--keep] [--out FILE]
 
 Results go to `bench/results/chaos-<date>-<host>.json` (gitignored). Every process started is ended
 before this exits, whatever happened (a deadline per part, SIGALRM behind them, `finally` clean-ups).
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=5, help="the workers' --max-attempts (default 5)")
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, help="the workers' --heartbeat-timeout (10)")
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds for the fault run (default 1200)")
-    p.add_argument("--scale-rows", default="10000,100000", help="row counts to measure at (default 10000,100000)")
+    p.add_argument("--scale-rows", default="1000,100000", help="row counts to measure at (default 1000,100000)")
     p.add_argument("--users", type=int, default=1000, help="users owning the rows (default 1000)")
     p.add_argument("--requests", type=int, default=100, help="GETs per list case (default 100)")
     p.add_argument("--posts", type=int, default=50, help="POSTs per stage (default 50)")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                          users=args.users, requests=args.requests, posts=args.posts, seed=args.seed,
                                          deadline=time.monotonic() + args.scale_timeout, say=_say)
             print(report.scale_table(results["scale"]))
+            print(report.scale_summary(results["scale"]))
     except KeyboardInterrupt as err:
         results["interrupted"] = str(err) or "interrupted"
         _say(f"interrupted ({results['interrupted']}); every started process was ended")

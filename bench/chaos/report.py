@@ -102,3 +102,32 @@ def scale_table(result: dict) -> str:
             rows.append((f"  claims/s, {c['workers']} processes", c["claims"], claim.get("p50_ms", "-"),
                          claim.get("p99_ms", "-"), "", f"{c['claims_per_s']}/s", ""))
     return _table(rows)
+
+
+def scale_summary(result: dict) -> str:
+    """One line per measure, one column per backend and stage: `p50 / p99` ms (GET, POST), claims per second."""
+    cols = [(backend, stage, st) for backend in ("sqlite", "postgresql") if result.get(backend)
+            for stage, st in result[backend]["stages"].items()]
+    if not cols:
+        return ""
+    rows = [("p50 / p99 ms", *(f"{'pg' if b == 'postgresql' else b} {int(s):,}" for b, s, _ in cols))]
+
+    def pick(prefix: str) -> list[str]:
+        out = []
+        for _, _, st in cols:
+            m = next((v for k, v in st["list"].items() if k.startswith(prefix)), None)
+            out.append(f"{m['p50_ms']:.0f} / {m['p99_ms']:.0f}" if m else "-")
+        return out
+
+    for label, prefix in [("GET heavy user, first page (200)", "heavy user, first page"),
+                          ("GET typical user, first page", "typical user, first page"),
+                          ("GET heavy, status=complete", "heavy, status=complete"),
+                          ("GET heavy, project_id=p3", "heavy, project_id=p3"),
+                          ("GET typical, status+project_id", "typical, status=complete&project_id"),
+                          ("GET heavy, deep offset", "heavy, offset="),
+                          ("GET heavy, deep cursor (after)", "heavy, after=")]:
+        rows.append((label, *pick(prefix)))
+    rows.append(("POST /felix/training-jobs", *(f"{st['post']['p50_ms']:.0f} / {st['post']['p99_ms']:.0f}"
+                                               for _, _, st in cols)))
+    rows.append(("claims/s, 4 processes", *(f"{st['claims']['claims_per_s']}" for _, _, st in cols)))
+    return _table(rows)

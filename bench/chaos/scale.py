@@ -1,17 +1,20 @@
 """The store at scale: job rows over 1,000 users, `GET /felix/training-jobs` and `POST` latency, claims per second.
 
-The store is filled in stages (default 10,000 then 100,000 rows) with SQLAlchemy core bulk inserts of
+The store is filled in stages (default 1,000 then 100,000 rows) with SQLAlchemy core bulk inserts of
 realistic rows (a resolved spec, progress, metrics or an error; created over the last 180 days; 10
-projects). One heavy user owns `heavy_share` of the rows, so a deep `offset` means something; the
-others own ~80 each. At each stage:
+projects); on PostgreSQL each fill ends with the `VACUUM ANALYZE` autovacuum would soon run. One heavy
+user owns `heavy_share` of the rows, so a deep page means something; the others own ~80 each. At each
+stage:
 
 - `GET /felix/training-jobs` p50/p99 through the real app (`create_app` under FastAPI's TestClient,
   in process: no network, the rate limit raised) for a typical and the heavy user: the first page,
-  `status` and `project_id` filters, a deep `offset`; and the same query on the store alone (p50), so
-  the database's share is visible;
+  `status` and `project_id` filters, a deep `offset`, and the same depth by cursor (`after`); and the
+  same query on the store alone (p50), so the database's share is visible;
 - `POST /felix/training-jobs` p50/p99 (a valid tiny LLM spec);
-- claims per second: 4 processes calling `Store.claim_job` on freshly inserted `requested` rows.
+- claims per second: 4 processes, started together, calling `Store.claim_job` on `claim_rows` freshly
+  inserted `requested` rows until the queue is empty (or 5 s).
 
+`Filler` is also what `scripts/store_list_bench.py` fills its database with.
 PostgreSQL runs in a schema of its own, dropped at the end.
 """
 
@@ -103,7 +106,16 @@ class Filler:
             })
         self._insert(Job.__table__, rows)
         self.rows += n
+        self.settle()
 
+    def settle(self) -> None:
+        """PostgreSQL: `VACUUM ANALYZE` the tables, as autovacuum soon would after a bulk load (fresh statistics,
+        and the visibility map that index-only scans need); SQLite keeps no statistics unless asked."""
+        if self.store.is_sqlite:
+            return
+        with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE jobs")
+            conn.exec_driver_sql("VACUUM ANALYZE users")
 
     def finish_claimed(self) -> None:
         from sqlalchemy import update
@@ -114,6 +126,7 @@ class Filler:
         with self.store.engine.execution_options(felix_write=True).begin() as conn:
             conn.execute(update(Job).where(Job.worker_id.like("scale-claimer-%"))
                          .values(status=JobStatus.COMPLETE, worker_id=None, heartbeat_at=None))
+        self.settle()
 
 
 def _now():
@@ -122,34 +135,40 @@ def _now():
     return utcnow()
 
 
-def _claimer(url: str, worker: int, seconds: float, queue) -> None:
+def _claimer(url: str, worker: int, seconds: float, start, queue) -> None:
     from felix_train.service.store import Store
 
     store = Store(url, create=False)
     n, lat = 0, []
-    end = time.monotonic() + seconds
     try:
+        store.count_jobs()  # connected (and imported) before the start, so that start-up is not timed
+        start.wait(timeout=120)
+        t0 = time.perf_counter()
+        end = time.monotonic() + seconds
         while time.monotonic() < end:
             t = time.perf_counter()
             job = store.claim_job(worker_id=f"scale-claimer-{worker}")
             lat.append(time.perf_counter() - t)
-            if job is None:
+            if job is None:  # the queue is empty: the rate is over the time it took
                 break
             n += 1
+        elapsed = time.perf_counter() - t0
     finally:
         store.close()
-    queue.put((n, lat))
+    queue.put((n, lat, elapsed))
 
 
 def claims_per_second(url: str, *, workers: int = 4, seconds: float = 5.0) -> dict:
-    """`workers` processes claim for `seconds`; claims per second over all of them, claim latency."""
+    """`workers` processes claim together for `seconds` or until the queue is empty; claims per second over
+    all of them (claims / the longest worker's time), and each claim's latency."""
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(url, i, seconds, queue), daemon=True) for i in range(workers)]
+    queue, start = ctx.Queue(), ctx.Barrier(workers + 1)
+    procs = [ctx.Process(target=_claimer, args=(url, i, seconds, start, queue), daemon=True) for i in range(workers)]
     for p in procs:
         p.start()
     results = []
     try:
+        start.wait(timeout=120)
         for _ in procs:
             results.append(queue.get(timeout=seconds + 120))
     finally:
@@ -157,14 +176,15 @@ def claims_per_second(url: str, *, workers: int = 4, seconds: float = 5.0) -> di
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    claimed = sum(n for n, _ in results)
-    lat = [x for _, ls in results for x in ls]
-    return {"workers": workers, "claims": claimed, "claims_per_s": round(claimed / seconds, 1),
-            "claim": _ms(lat) if lat else None}
+    claimed = sum(n for n, _, _ in results)
+    lat = [x for _, ls, _ in results for x in ls]
+    wall = max(e for _, _, e in results)
+    return {"workers": workers, "claims": claimed, "seconds": round(wall, 2),
+            "claims_per_s": round(claimed / wall, 1), "claim": _ms(lat) if lat else None}
 
 
-def _cases(filler: Filler, heavy_rows: int) -> list[tuple[str, int, dict]]:
-    deep = max(heavy_rows - 200, 0)
+def _cases(heavy_rows: int) -> list[tuple[str, int, dict]]:
+    deep = max(heavy_rows - 200, 1)
     return [("typical user, first page", 1, {}),
             ("typical, status=complete&project_id=p1", 1, {"status": "complete", "project_id": "p1"}),
             ("heavy user, first page", 0, {}),
@@ -172,7 +192,8 @@ def _cases(filler: Filler, heavy_rows: int) -> list[tuple[str, int, dict]]:
             ("heavy, status=complete", 0, {"status": "complete"}),
             ("heavy, status=running", 0, {"status": "running"}),
             ("heavy, project_id=p3", 0, {"project_id": "p3"}),
-            (f"heavy, offset={deep}", 0, {"offset": deep})]
+            (f"heavy, offset={deep}", 0, {"offset": deep}),
+            (f"heavy, after=<cursor at {deep}>", 0, {"after": deep})]
 
 
 def measure_api(store, home: Path, filler: Filler, *, requests: int, posts: int) -> dict:
@@ -181,23 +202,30 @@ def measure_api(store, home: Path, filler: Filler, *, requests: int, posts: int)
     from felix_train.jobs import JobStatus
     from felix_train.service.api import create_app
     from felix_train.service.api.config import Settings
+    from felix_train.service.store import JobCursor
 
     settings = Settings(home=home, database_url=store.url, rate_limit_per_minute=1_000_000_000)
     heavy_rows = store.list_jobs(owner_id=filler.user_ids[0], limit=1)[1]
     out: dict = {"heavy_user_rows": heavy_rows,
                  "typical_user_rows": store.list_jobs(owner_id=filler.user_ids[1], limit=1)[1], "list": {}}
     with TestClient(create_app(settings, store=store)) as client:
-        for label, user, params in _cases(filler, heavy_rows):
+        for label, user, params in _cases(heavy_rows):
+            owner = filler.user_ids[user]
+            cursor = None
+            if "after" in params:  # the cursor a client paging by `next_cursor` holds at that depth
+                row = store.list_jobs(owner_id=owner, offset=params["after"] - 1, limit=1)[0][0]
+                cursor = JobCursor.of(row)
+                params = {**params, "after": cursor.encode()}
             headers = {"Authorization": f"Bearer {filler.keys[user]}"}
             times, r = _timed(lambda: client.get("/felix/training-jobs", params=params, headers=headers), 200,
                               requests)
             kw = {"status": JobStatus(params["status"]) if "status" in params else None,
                   "project_id": params.get("project_id"), "limit": params.get("limit", 200),
-                  "offset": params.get("offset", 0)}
+                  "offset": params.get("offset", 0), "after": cursor}
             db = []
             for _ in range(max(requests // 4, 5)):
                 t = time.perf_counter()
-                store.list_jobs(owner_id=filler.user_ids[user], **kw)
+                store.page_jobs(owner_id=owner, light=True, **kw)
                 db.append(time.perf_counter() - t)
             out["list"][label] = {**_ms(times), "rows": len(r.json()["data"]), "count": r.json()["count"],
                                   "store_p50_ms": round(statistics.median(db) * 1000, 2)}
@@ -262,7 +290,7 @@ def run_backend(name: str, url: str, home: Path, *, stages: list[int], users: in
 
 
 def run(*, home: Path, postgres_url: str | None, stages: list[int], users: int = 1000, heavy_share: float = 0.2,
-        requests: int = 100, posts: int = 50, claim_rows: int = 3000, seed: int = 0, deadline: float, say) -> dict:
+        requests: int = 100, posts: int = 50, claim_rows: int = 1000, seed: int = 0, deadline: float, say) -> dict:
     out: dict = {"users": users, "heavy_share": heavy_share, "requests_per_case": requests, "posts": posts}
     kw = dict(stages=stages, users=users, heavy_share=heavy_share, requests=requests, posts=posts,
               claim_rows=claim_rows, seed=seed, deadline=deadline, say=say)

@@ -17,6 +17,7 @@ The package, by concern:
 | `engine.py`, `sessions.py` | where the database is, how to connect, read and write sessions |
 | `users.py` | users (sha256-hashed API keys), datasets, rate limits |
 | `jobs.py`, `deployments.py` | jobs (API and worker sides), deployments (on the job's row, fenced by `deployment_id`) |
+| `cursor.py`, `spec_cache.py` | a job list's opaque cursor (keyset pagination); its specs, decoded once per process |
 | `core.py` | `Store`, all of the above over one engine |
 | `cli.py` | `felix-train users` and `felix-train db` |
 
@@ -31,6 +32,7 @@ from felix_train.errors import JobNotFound
 from felix_train.jobs import JobStatus, new_job_id
 from felix_train.service.store.cli import db_main, users_main
 from felix_train.service.store.core import Store
+from felix_train.service.store.cursor import InvalidCursor, JobCursor
 from felix_train.service.store.deployments import NO_DEPLOYMENT, ClaimedDeployment, DeploymentQueries
 from felix_train.service.store.engine import DATABASE_URL_ENV, default_database_url, make_engine
 from felix_train.service.store.errors import (
@@ -41,7 +43,7 @@ from felix_train.service.store.errors import (
     StoreError,
     UserNotFound,
 )
-from felix_train.service.store.jobs import ClaimedJob, JobQueries, RunErrorCode
+from felix_train.service.store.jobs import ClaimedJob, JobPage, JobQueries, JobRow, RunErrorCode
 from felix_train.service.store.migrate import head_revision, schema_revision, upgrade_schema
 from felix_train.service.store.schema import (
     Base,
@@ -58,7 +60,8 @@ from felix_train.service.store.users import API_KEY_PREFIX, USER_NAME_PATTERN, U
 
 __all__ = [
     "API_KEY_PREFIX", "DATABASE_URL_ENV", "NO_DEPLOYMENT", "USER_NAME_PATTERN", "Base", "ClaimedDeployment",
-    "ClaimedJob", "Conflict", "Dataset", "DatasetNotFound", "DeploymentQueries", "Job", "JobNotFound", "JobQueries",
+    "ClaimedJob", "Conflict", "Dataset", "DatasetNotFound", "DeploymentQueries", "InvalidCursor", "Job", "JobCursor",
+    "JobNotFound", "JobPage", "JobQueries", "JobRow",
     "JobStatus", "JobStatusType", "JSONType", "NotFound", "RateHit", "RunErrorCode", "SchemaTooNew", "Store",
     "StoreError", "User", "UserNotFound", "UserQueries", "UTCDateTime", "db_main", "default_database_url",
     "hash_api_key", "head_revision", "make_engine", "new_api_key", "new_job_id", "schema_revision", "upgrade_schema",

@@ -1,8 +1,9 @@
 """The store's queries for jobs: the API side (create, list, stop, delete) and the worker side (claim, heartbeat, finish, recover).
 
-A worker claims a job with one conditional `UPDATE ... RETURNING` on SQLite and with
-`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; every later write of that worker is fenced
-by its `worker_id`, so a requeue by another worker always wins.
+A worker claims a job with one conditional `UPDATE ... RETURNING` (on PostgreSQL its oldest
+`requested` row is read `FOR UPDATE SKIP LOCKED`); every later write of that worker is fenced
+by its `worker_id`, so a requeue by another worker always wins. A list page is one index range
+read at any depth by cursor (`cursor.py`); an offset reads only the index up to its page.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal, select, tuple_, update
 
 from felix_train.errors import JobNotFound
 from felix_train.jobs import JOB_ID_PATTERN, ErrorCode, JobStatus, new_job_id
+from felix_train.service.store.cursor import JobCursor
 from felix_train.service.store.errors import Conflict
-from felix_train.service.store.schema import Job, utcnow
+from felix_train.service.store.schema import Job, UTCDateTime, utcnow
 from felix_train.service.store.sessions import StoreBase
+from felix_train.service.store.spec_cache import SpecCache
 
-__all__ = ["ClaimedJob", "JobQueries", "RunErrorCode", "new_job_id"]
+__all__ = ["LIST_COLUMNS", "ClaimedJob", "JobPage", "JobQueries", "JobRow", "RunErrorCode", "new_job_id"]
 
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
@@ -42,8 +45,49 @@ class ClaimedJob:
     stop_requested: bool
 
 
+LIST_COLUMNS = (Job.id, Job.name, Job.status, Job.project_id, Job.progress, Job.error, Job.metrics,
+                Job.stop_requested, Job.deploy_requested, Job.attempts, Job.created_at, Job.started_at,
+                Job.finished_at)
+"""What a job list shows of each job besides its spec: `page_jobs(light=True)` reads these as plain rows, with
+no ORM object per row, and the spec through the `SpecCache`."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as a list shows it (`LIST_COLUMNS` and the spec, attributes named as `Job`'s). `spec` is shared with
+    the store's cache: read it, never change it."""
+
+    id: str
+    name: str
+    status: JobStatus
+    project_id: str | None
+    progress: dict | None
+    error: dict | None
+    metrics: dict | None
+    stop_requested: bool
+    deploy_requested: bool
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a user's jobs: its rows, the count over all pages, and where the next page starts (None: last)."""
+
+    rows: list  # `Job` objects, or `JobRow`s (`light`)
+    count: int
+    next_cursor: JobCursor | None
+
+
 class JobQueries(StoreBase):
     """Jobs: every read of a user's job is scoped by `owner_id`; every worker write by `worker_id`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spec_cache = SpecCache()
 
     # -- jobs: the API side ---------------------------------------------------------------------
     def create_job(self, *, owner_id: int, name: str, spec: dict, project_id: str | None = None,
@@ -77,6 +121,21 @@ class JobQueries(StoreBase):
     def list_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
                   project_id: str | None = None, limit: int = 200, offset: int = 0) -> tuple[list[Job], int]:
         """A page of the user's jobs, newest first, and the total count matching the filters (`status`: one or several)."""
+        page = self.page_jobs(owner_id=owner_id, status=status, project_id=project_id, limit=limit, offset=offset)
+        return page.rows, page.count
+
+    def page_jobs(self, *, owner_id: int, status: JobStatus | Collection[JobStatus] | None = None,
+                  project_id: str | None = None, limit: int = 200, offset: int = 0,
+                  after: JobCursor | None = None, light: bool = False) -> JobPage:
+        """A page of the user's jobs, newest first (`created_at`, then `id`), the count matching the filters,
+        and the cursor of the next page.
+
+        `after` (keyset pagination) starts the page strictly after a cursor's position: one index range
+        read at any depth. `offset` skips rows: its ids come from the index alone (an index-only
+        scan on PostgreSQL, a covering one on SQLite), then only the page's rows are read.
+        `light`: `JobRow`s instead of `Job` objects: no ORM object per row, and each spec decoded once per
+        process (`spec_cache.py`), the most of a 200-row page's time.
+        """
         where = [Job.owner_id == owner_id]
         if isinstance(status, JobStatus):
             where.append(Job.status == status)
@@ -84,11 +143,34 @@ class JobQueries(StoreBase):
             where.append(Job.status.in_(list(status)))
         if project_id is not None:
             where.append(Job.project_id == project_id)
+        at = list(where)
+        if after is not None:
+            at.append(tuple_(Job.created_at, Job.id) < tuple_(literal(after.created_at, UTCDateTime),
+                                                               literal(after.id, Job.id.type)))
+        order = (Job.created_at.desc(), Job.id.desc())
+        what = select(*LIST_COLUMNS) if light else select(Job)
         with self.reading() as s:
             count = s.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-            rows = list(s.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
-                                  .limit(limit).offset(offset)))
-        return rows, count
+            if offset:
+                ids = select(Job.id).where(*at).order_by(*order).limit(limit + 1).offset(offset).subquery()
+                query = what.join(ids, Job.id == ids.c.id).order_by(*order)
+            else:
+                query = what.where(*at).order_by(*order).limit(limit + 1)
+            rows = self._with_specs(s, s.execute(query).all()) if light else list(s.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage(rows=rows, count=count, next_cursor=JobCursor.of(rows[-1]) if more else None)
+
+    def _with_specs(self, session, rows: list) -> list[JobRow]:
+        """`JobRow`s of `LIST_COLUMNS` rows, their specs from the cache, or read (and cached) when missing."""
+        specs = self.spec_cache.get_many([(r.id, r.created_at) for r in rows])
+        missing = [r.id for r in rows if (r.id, r.created_at) not in specs]
+        if missing:
+            read = {(r.id, r.created_at): r.spec for r in
+                    session.execute(select(Job.id, Job.created_at, Job.spec).where(Job.id.in_(missing)))}
+            self.spec_cache.put_many(read)
+            specs.update(read)
+        return [JobRow(*r, specs[(r.id, r.created_at)]) for r in rows]  # LIST_COLUMNS are JobRow's fields, in order
 
     def count_jobs(self, *, status: JobStatus | None = None) -> int:
         """Jobs in `status` (every job when None), all users together."""
@@ -156,31 +238,25 @@ class JobQueries(StoreBase):
     def claim_job(self, *, worker_id: str) -> ClaimedJob | None:
         """Atomically move the oldest `requested` job to `running` for `worker_id`; None when the queue is empty.
 
-        PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` (workers never wait on each other's rows).
-        SQLite: one conditional `UPDATE ... WHERE status = 'requested' RETURNING` in a `BEGIN IMMEDIATE`
-        transaction.
+        One statement on both databases, `UPDATE ... WHERE id = (the oldest requested) RETURNING` what a
+        worker needs: on PostgreSQL the oldest is read `FOR UPDATE SKIP LOCKED` (workers never wait on
+        each other's rows); SQLite runs it in a `BEGIN IMMEDIATE` transaction. The oldest is the first
+        entry of the `(status, created_at, id)` index: a claim costs the same at any table size.
         """
         with self.reading() as s:  # an idle poll takes no write lock
             if s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED).limit(1)) is None:
                 return None
         now = utcnow()
-        values = dict(status=JobStatus.RUNNING, worker_id=worker_id, heartbeat_at=now, updated_at=now,
-                      attempts=Job.attempts + 1, finished_at=None)
+        oldest = (select(Job.id).where(Job.status == JobStatus.REQUESTED).order_by(Job.created_at, Job.id).limit(1)
+                  .with_for_update(skip_locked=True).scalar_subquery())  # SQLite has no FOR UPDATE: left out
+        claim = (update(Job).where(Job.id == oldest, Job.status == JobStatus.REQUESTED)
+                 .values(status=JobStatus.RUNNING, worker_id=worker_id, heartbeat_at=now, updated_at=now,
+                         attempts=Job.attempts + 1, finished_at=None)
+                 .returning(Job.id, Job.owner_id, Job.spec, Job.attempts, Job.stop_requested))
         with self.writing() as s:
-            if self.is_sqlite:
-                oldest = (select(Job.id).where(Job.status == JobStatus.REQUESTED)
-                          .order_by(Job.created_at, Job.id).limit(1).scalar_subquery())
-                job_id = s.scalar(update(Job).where(Job.id == oldest, Job.status == JobStatus.REQUESTED)
-                                  .values(**values).returning(Job.id))
-            else:
-                job_id = s.scalar(select(Job.id).where(Job.status == JobStatus.REQUESTED)
-                                  .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True))
-                if job_id is not None:
-                    s.execute(update(Job).where(Job.id == job_id).values(**values))
-            if job_id is None:
-                return None
-            row = s.execute(select(Job.id, Job.owner_id, Job.spec, Job.attempts, Job.stop_requested)
-                            .where(Job.id == job_id)).one()
+            row = s.execute(claim, execution_options={"synchronize_session": False}).one_or_none()
+        if row is None:
+            return None
         return ClaimedJob(id=row.id, owner_id=row.owner_id, spec=row.spec, attempts=row.attempts,
                           stop_requested=row.stop_requested)
 

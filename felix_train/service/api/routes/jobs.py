@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import PlainValidator
 
 from felix_train.checkpoints import list_checkpoints
@@ -36,7 +37,7 @@ from felix_train.service.api.schemas import (
     TrainingJobsPublic,
 )
 from felix_train.service.api.submission import submit_job
-from felix_train.service.store import Store
+from felix_train.service.store import InvalidCursor, JobCursor, Store
 
 router = APIRouter(prefix="/felix/training-jobs", tags=["training jobs"])
 
@@ -56,17 +57,43 @@ def create_training_job(payload: JobSpecBody, user: CurrentUser, store: StoreDep
     return TrainingJobPublic.from_job(job, queue_position=store.queue_positions(job_ids=[job.id]).get(job.id))
 
 
-@router.get("", response_model=TrainingJobsPublic)
+@router.get("", response_model=TrainingJobsPublic,
+            responses={422: {"description": "A bad filter or bound, a damaged `after`, or `after` with `offset` "
+                                            "(`loc` names the parameter)."}})
 def list_training_jobs(user: CurrentUser, store: StoreDep,
                        status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
                        project_id: Annotated[str | None, Query(pattern=PROJECT_ID_PATTERN)] = None,
                        limit: Annotated[int, Query(ge=1, le=200)] = 200,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> TrainingJobsPublic:
-    """The user's jobs, newest first."""
-    rows, count = store.list_jobs(owner_id=user.id, status=status, project_id=project_id, limit=limit, offset=offset)
-    queue = store.queue_positions(job_ids=[j.id for j in rows if j.status == JobStatus.REQUESTED])
-    return TrainingJobsPublic(data=[TrainingJobPublic.from_job(j, queue_position=queue.get(j.id)) for j in rows],
-                              count=count)
+                       offset: Annotated[int, Query(ge=0, description="Skip this many jobs (a deep offset reads "
+                                                                      "the index up to it; prefer `after`).")] = 0,
+                       after: Annotated[str | None, Query(max_length=200, description=(
+                           "The `next_cursor` of the previous page: the jobs after it, in the same order."))] = None,
+                       ) -> Response:
+    """The user's jobs, newest first; page with `after` = the previous answer's `next_cursor` (or `offset`)."""
+    cursor = None
+    if after is not None:
+        if offset:
+            raise _query_error("offset", "give `after` or `offset`, not both: `after` already says where the "
+                                         "page starts", offset)
+        try:
+            cursor = JobCursor.decode(after)
+        except InvalidCursor as err:
+            raise _query_error("after", str(err), after) from None
+    page = store.page_jobs(owner_id=user.id, status=status, project_id=project_id, limit=limit, offset=offset,
+                           after=cursor, light=True)
+    queue = store.queue_positions(job_ids=[j.id for j in page.rows if j.status == JobStatus.REQUESTED])
+    answer = TrainingJobsPublic(data=[TrainingJobPublic.from_job(j, queue_position=queue.get(j.id))
+                                      for j in page.rows], count=page.count,
+                                next_cursor=page.next_cursor.encode() if page.next_cursor else None)
+    # Serialised once, here: returned as a model, FastAPI would dump, validate and encode it again (most of the
+    # time of a 200-row page).
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _query_error(param: str, message: str, value: Any) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own for a query parameter (`loc` = ["query", param])."""
+    return RequestValidationError([{"type": "value_error", "loc": ("query", param), "msg": message,
+                                    "input": value, "ctx": {"error": message}}])
 
 
 @router.get("/{job_id}", response_model=TrainingJobPublic)
