@@ -100,6 +100,20 @@ def _error_code(error: dict | None) -> str | None:
     return str(error.get("code") or error.get("type") or "?")
 
 
+def event_audit(folder: Path) -> dict:
+    """events.jsonl after the faults: ids strictly increasing, no step event twice (a resume cuts the events of the
+    steps it repeats), and a final `status_changed` that agrees with status.json."""
+    from felix_train.events import iter_events
+
+    events = list(iter_events(folder))
+    ids = [e["id"] for e in events]
+    stepped = Counter((e["type"], e["step"]) for e in events if isinstance(e.get("step"), int))
+    statuses = [e["data"].get("status") for e in events if e["type"] == "status_changed" and e["data"].get("status")]
+    return {"events": len(events), "event_ids_ordered": all(a < b for a, b in zip(ids, ids[1:])),
+            "duplicated_step_events": sum(n - 1 for n in stepped.values() if n > 1),
+            "last_status_event": statuses[-1] if statuses else None}
+
+
 def audit_job(home: Path, row, steps: int) -> dict:
     """What one job's folder and row show (no judgement yet)."""
     folder = home / "jobs" / row.id
@@ -125,6 +139,7 @@ def audit_job(home: Path, row, steps: int) -> dict:
         "corrupt": corrupt_files(folder) if folder.is_dir() else [],
         **leftovers(folder),
         "model": (folder / "model").is_dir() and any((folder / "model").iterdir()),
+        **event_audit(folder),
     }
 
 
@@ -201,6 +216,10 @@ def summarize(jobs: list[dict], plans: list[JobPlan], ref_audits: list[dict], re
         "duplicated_metric_lines": sum(j.get("duplicated_metric_lines", 0) for j in every),
         "jobs_with_duplicated_metrics": sum(j.get("duplicated_metric_lines", 0) > 0 for j in every),
         "missing_loss_steps": sum(j.get("missing_loss_steps") or 0 for j in every),
+        "duplicated_step_events": sum(j.get("duplicated_step_events", 0) for j in every),
+        "jobs_with_unordered_event_ids": sum(not j.get("event_ids_ordered", True) for j in every),
+        "jobs_whose_last_status_event_disagrees": sum(
+            j.get("last_status_event") not in (None, j.get("file_status")) for j in every),
         "staging_leftovers": sum(len(j.get("staging", [])) for j in every),
         "temp_leftovers": sum(len(j.get("temp", [])) for j in every),
         "corrupt_files": sum(len(j.get("corrupt", [])) for j in every),

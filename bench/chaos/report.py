@@ -44,6 +44,12 @@ def chaos_table(result: dict) -> str:
          "all / 0", _ok(s["dup_submits_accepted"] == 0)))
     add(("duplicated metric lines (jobs)", f"{s['duplicated_metric_lines']} ({s['jobs_with_duplicated_metrics']})", 0,
          _ok(s["duplicated_metric_lines"] == 0)))
+    add(("duplicated step events (events.jsonl)", s.get("duplicated_step_events", 0), 0,
+         _ok(s.get("duplicated_step_events", 0) == 0)))
+    add(("jobs with unordered event ids", s.get("jobs_with_unordered_event_ids", 0), 0,
+         _ok(s.get("jobs_with_unordered_event_ids", 0) == 0)))
+    add(("last status event != status.json", s.get("jobs_whose_last_status_event_disagrees", 0), 0,
+         _ok(s.get("jobs_whose_last_status_event_disagrees", 0) == 0)))
     add(("missing loss steps (complete jobs)", s["missing_loss_steps"], 0, _ok(s["missing_loss_steps"] == 0)))
     add(("leftover work/staging-* folders", s["staging_leftovers"], 0, _ok(s["staging_leftovers"] == 0)))
     add(("leftover temp files", s["temp_leftovers"], 0, _ok(s["temp_leftovers"] == 0)))
