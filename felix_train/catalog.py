@@ -61,6 +61,9 @@ class BaseModelEntry(BaseModel):
     valid_lora_targets: list[str] | None = Field(
         None, description="The only target names this family accepts (None: any module name, checked when the model loads)."
     )
+    default_span_loss: dict[str, float] = Field(
+        default_factory=dict, description="GLiNER2: `engine.span_loss` fields the spec leaves unset (empty: gliner2's own loss)."
+    )
     rl_defaults: dict[str, dict] = Field(
         default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
     )

@@ -174,7 +174,8 @@ class EngineSpec(_Strict):
     label_descriptions: dict[str, str] | None = Field(None, description="GLiNER2: `{label: description}` given to the "
                                                       "model with the label (over the datasets' `entity_descriptions`).")
     span_loss: SpanLossSpec = Field(default_factory=SpanLossSpec, description="GLiNER2: the span loss (positive "
-                                    "weight, focal gamma, negative drop); default gliner2's own.")
+                                    "weight, focal gamma, negative drop); fields left unset come from the catalog's "
+                                    "`default_span_loss`, else gliner2's own loss.")
     ner_decoding: Literal["auto", "flat", "nested"] = Field("auto", description="GLiNER2 entities: `flat` keeps, "
         "among overlapping spans of any label, only the highest-scoring one (GLiNER's flat NER); `nested` keeps "
         "gliner2's label-by-label answer; `auto` = flat unless a training record has gold mentions of two labels on "
@@ -441,6 +442,7 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
             "alpha": spec.engine.lora.alpha or 2 * spec.engine.lora.r,
             "target_modules": spec.engine.lora.target_modules or entry.lora_target_modules,
         }),
+        "span_loss": SpanLossSpec(**{**entry.default_span_loss, **spec.engine.span_loss.model_dump(exclude_unset=True)}),
     })
     updates["engine"] = engine
     resolved = spec.model_copy(update=updates)

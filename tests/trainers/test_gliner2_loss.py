@@ -145,3 +145,20 @@ def test_span_loss_is_an_engine_field_with_gliner2_s_defaults_and_located_errors
                                                 "alpha": 0.75}}}, check_datasets=False)
     locs = {tuple(e.loc) for e in err.value.errors}
     assert {("engine", "span_loss", f) for f in ("positive_weight", "focal_gamma", "negative_drop", "alpha")} <= locs
+
+
+def test_unset_span_loss_fields_come_from_the_catalog_and_the_spec_s_own_win(monkeypatch):
+    from felix_train.catalog import get_entry
+
+    def resolved(engine: dict) -> dict:
+        spec = validate_spec({"base_model": "felix/tiny-gliner2", "datasets": [{"name": "x"}], "engine": engine},
+                             check_datasets=False)
+        again = validate_spec(spec.model_dump(mode="json"), check_datasets=False)  # a saved spec resolves the same
+        assert again.engine.span_loss == spec.engine.span_loss
+        return spec.engine.span_loss.model_dump()
+
+    assert resolved({}) == {"positive_weight": 1.0, "focal_gamma": 0.0, "negative_drop": 0.5}
+    monkeypatch.setattr(get_entry("felix/tiny-gliner2"), "default_span_loss", {"positive_weight": 3.0, "focal_gamma": 2.0})
+    assert resolved({}) == {"positive_weight": 3.0, "focal_gamma": 2.0, "negative_drop": 0.5}
+    assert resolved({"span_loss": {"positive_weight": 1, "negative_drop": 0}}) == \
+        {"positive_weight": 1.0, "focal_gamma": 2.0, "negative_drop": 0.0}
