@@ -102,7 +102,14 @@ def test_estimate_route(client, felix_home):
 def test_without_a_table_row_the_estimate_probes_the_job(model_store, tmp_path):
     """No row: a 4-step run of the job in a child process and a temporary $FELIX_HOME gives the time, marked
     `probe`; the real table and jobs/ are left as they were (the probe is not a job of this home)."""
-    home = model_store
+    from felix_train.models import resolve_model
+    from felix_train.catalog import get_entry
+
+    resolve_model(get_entry("felix/tiny-gliner2"), model_store)  # built once per session, in the shared store
+    home = tmp_path / "home"  # its own home: other tests' jobs write throughput rows into the shared one
+    (home / "models").mkdir(parents=True)
+    for built in (model_store / "models").iterdir():
+        (home / "models" / built.name).symlink_to(built)
     path = tmp_path / "probe.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in NER))
     DatasetRegistry(home).add("probe-ner", path, overwrite=True)
