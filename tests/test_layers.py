@@ -15,7 +15,7 @@ LAYERS = [
     ("felix_train.errors", 0), ("felix_train.job_state", 0), ("felix_train.jobs", 0), ("felix_train.jsonl", 0), ("felix_train.events", 0),
     ("felix_train.catalog", 0),
     ("felix_train.perf", 0), ("felix_train.spec_files", 1),
-    ("felix_train.spec", 1), ("felix_train.budgets", 1), ("felix_train.rl_config", 1), ("felix_train.data", 1), ("felix_train.rewards", 1),
+    ("felix_train.spec", 1), ("felix_train.spec_engine", 1), ("felix_train.budgets", 1), ("felix_train.rl_config", 1), ("felix_train.data", 1), ("felix_train.rewards", 1),
     ("felix_train.checkpoints", 1), ("felix_train.reporting", 1), ("felix_train.metrics_ner", 1), ("felix_train.ner_decoding", 1),
     ("felix_train.models", 2),
     ("felix_train.trainers", 3),

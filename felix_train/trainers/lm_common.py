@@ -3,7 +3,7 @@
 - `load_tokenizer(ctx)`: the base tokenizer with a pad token.
 - `setup_lora_model(ctx)`: the base model plus a new `LoraConfig` from `engine.lora`, or, when `base_model`
   is a checkpoint UUID, that checkpoint's adapter loaded trainable (the job continues it). Loaded as
-  `model_load_kwargs(ctx)` says: fp32 unless the job trains in bf16 (`hf_bridge.job_precision`), then the frozen
+  `model_load_kwargs(ctx)` says: fp32 unless the job trains in bf16 (`hf_args.job_precision`), then the frozen
   base in bf16 (the LoRA adapter stays fp32); flash attention on a GPU when `flash-attn` is installed.
 - `read_records(ds)` / `to_dataset(...)` / `eval_split(...)`: JSONL records with their line number (read by
   `felix_train.jsonl`; a bad line is a DatasetError naming dataset and line, and a refused record can be named),
@@ -70,18 +70,18 @@ def model_load_kwargs(ctx: TrainContext) -> dict[str, Any]:
 
     - fp32 on CPU, and for fp32 or fp16 training (fp16 autocast keeps fp32 weights: an fp16 frozen base would also
       run its norms and residual sums in fp16, which overflows on some models).
-    - bf16 when training in bf16 (`hf_bridge.job_precision`: a GPU with native bf16, an AMX CPU where bf16 measures
+    - bf16 when training in bf16 (`hf_args.job_precision`: a GPU with native bf16, an AMX CPU where bf16 measures
       faster, or `precision: bf16`): the frozen base is only read, and autocast would cast every fp32 weight to
       bf16 for each matmul anyway; half the memory and no per-step casts. The LoRA adapter stays fp32 (PEFT's
       `autocast_adapter_dtype`, used by TRL's `get_peft_model` and by `PeftModel.from_pretrained`; FSDP upcasts
       trainable parameters to fp32 too), so the optimizer updates fp32 weights.
     - fp32 under DeepSpeed: its engine keeps the module in bf16 itself (fp32 master weights in the optimizer), and
       ZeRO-3 needs one dtype across base and adapter (TRL's note to `autocast_adapter_dtype=False`).
-    - `attn_implementation`: `hf_bridge.attn_implementation` (flash attention 2 on CUDA with bf16/fp16 when
+    - `attn_implementation`: `hf_args.attn_implementation` (flash attention 2 on CUDA with bf16/fp16 when
       `flash-attn` is installed); left out otherwise (transformers' default, SDPA). SFT's `choose_batching`
       reads it back from the model's config (`packing: auto` is padding-free under flash attention).
     """
-    from felix_train.trainers.hf_bridge import attn_implementation, precision_flags
+    from felix_train.trainers.hf_args import attn_implementation, precision_flags
 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if precision_flags(ctx)["bf16"] and not _deepspeed_launch():
@@ -330,7 +330,7 @@ def final_eval(ctx: TrainContext, callback, trainer) -> None:
 
 def complete(ctx: TrainContext, trainer, tokenizer, callback, metrics: dict[str, Any]) -> TrainResult:
     """Write `model/`, drop the HF scratch folder (every checkpoint is committed by now), report `complete`."""
-    from felix_train.trainers.hf_bridge import hf_output_dir
+    from felix_train.trainers.hf_args import hf_output_dir
 
     metrics = {**metrics, **callback.budget_metrics(trainer.state)}  # trained_tokens; stopped_by (a budget)
     save_final_model(ctx, trainer, tokenizer)

@@ -1,6 +1,6 @@
 """How fast an LLM job runs against what the machine allows: its CPU threads, and its throughput and MFU.
 
-The pieces of `felix_train.perf` wired into the SFT, DPO and GRPO trainers (precision is `hf_bridge.job_precision`):
+The pieces of `felix_train.perf` wired into the SFT, DPO and GRPO trainers (precision is `hf_args.job_precision`):
 
 - `configure_threads(ctx)`: torch's intra-op pool sized by `perf.threads.torch_threads` (the CPUs this process
   may use, divided among the jobs and ranks that share them, unless `OMP_NUM_THREADS` fixes it), the policy in
@@ -86,7 +86,7 @@ def setup_throughput(ctx: TrainContext, trainer, callback, *, algorithm: str, se
     `seq_len` is the mean sequence length the attention term counts; `reference_forward` whether a reference
     model's forward is paid per token (`perf.flops.training_flops`' default for the algorithm when None).
     """
-    from felix_train.trainers.hf_bridge import job_precision
+    from felix_train.trainers.hf_args import job_precision
 
     flops: FlopsPerToken | None = None
     try:

@@ -381,10 +381,10 @@ def _pretend_cuda(monkeypatch, ctx: TrainContext, *, tf32: bool = True, liger: b
     """`ctx` as a CUDA run on an Ampere-or-newer GPU sees it, with the optional packages as given."""
     import transformers.utils
 
-    from felix_train.trainers import hf_bridge
+    from felix_train.trainers import hf_args
 
     ctx.device = "cuda"
-    monkeypatch.setattr(hf_bridge, "bf16_supported", lambda device: device == "cuda")
+    monkeypatch.setattr(hf_args, "bf16_supported", lambda device: device == "cuda")
     monkeypatch.setattr(transformers.utils, "is_torch_tf32_available", lambda: tf32)
     monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: liger)
     monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: flash)
@@ -397,7 +397,7 @@ def test_gpu_defaults_are_fields_of_the_installed_trl_configs(model_store, tmp_p
     from transformers.training_args import OptimizerNames
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    from felix_train.trainers.hf_bridge import training_kwargs
+    from felix_train.trainers.hf_args import training_kwargs
 
     home = model_store
     name = register(home, tmp_path, "sft-gpu-args", chat_records(4))
@@ -427,7 +427,7 @@ def test_gpu_defaults_are_fields_of_the_installed_trl_configs(model_store, tmp_p
 
 
 def test_emulated_bf16_is_not_a_bf16_gpu(monkeypatch):
-    from felix_train.trainers.hf_bridge import bf16_supported
+    from felix_train.trainers.hf_args import bf16_supported
 
     # torch.cuda.is_bf16_supported() says yes on a V100/T4 (emulated, slower than fp32) unless told not to count it
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -442,7 +442,7 @@ def test_base_loads_in_bf16_with_an_fp32_adapter_and_the_attention_reaches_batch
                                                                                     monkeypatch):
     from peft import get_peft_model
 
-    from felix_train.trainers import hf_bridge, sft
+    from felix_train.trainers import hf_args, sft
     from felix_train.trainers.lm_common import model_load_kwargs
 
     home = model_store
@@ -455,7 +455,7 @@ def test_base_loads_in_bf16_with_an_fp32_adapter_and_the_attention_reaches_batch
     gpu = _pretend_cuda(monkeypatch, make_ctx(home, "sft-load-gpu", spec(name)), flash=True)
     assert model_load_kwargs(gpu) == {"dtype": torch.bfloat16, "attn_implementation": "flash_attention_2"}
     # flash-attn is not installed here: load with another non-default implementation to see it passed through
-    monkeypatch.setattr(hf_bridge, "attn_implementation", lambda ctx: "eager")
+    monkeypatch.setattr(hf_args, "attn_implementation", lambda ctx: "eager")
     model, peft_config = setup_lora_model(gpu)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert sft.attention_of(model) == "eager"
@@ -468,7 +468,7 @@ def test_base_loads_in_bf16_with_an_fp32_adapter_and_the_attention_reaches_batch
     assert sft.choose_batching("auto", "flash_attention_2") == sft.Batching.PADDING_FREE
 
     # fp16 training and DeepSpeed keep fp32 weights (autocast; DeepSpeed's engine holds its own bf16 copy)
-    monkeypatch.setattr(hf_bridge, "attn_implementation", lambda ctx: None)
+    monkeypatch.setattr(hf_args, "attn_implementation", lambda ctx: None)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     assert model_load_kwargs(gpu) == {"dtype": torch.float32}
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
@@ -530,7 +530,7 @@ def test_tensorboard_events_come_from_hf_callback_into_the_job_folder(model_stor
 
 
 def test_report_to_goes_to_training_arguments(model_store, tmp_path):
-    from felix_train.trainers.hf_bridge import report_to, tracker_callbacks, training_kwargs
+    from felix_train.trainers.hf_args import report_to, tracker_callbacks, training_kwargs
 
     home = model_store
     name = register(home, tmp_path, "sft-report-to", chat_records(4))
@@ -576,7 +576,7 @@ def test_cpu_precision_decides_the_base_dtype_and_autocast(model_store, tmp_path
                                                            measured, expected):
     import felix_train.perf.hardware
     import felix_train.perf.peak
-    from felix_train.trainers.hf_bridge import job_precision, training_kwargs
+    from felix_train.trainers.hf_args import job_precision, training_kwargs
     from felix_train.trainers.lm_common import model_load_kwargs
 
     probed = []
@@ -598,7 +598,7 @@ def test_cpu_precision_decides_the_base_dtype_and_autocast(model_store, tmp_path
 
 
 def test_fp16_on_cpu_is_refused(model_store, tmp_path):
-    from felix_train.trainers.hf_bridge import job_precision
+    from felix_train.trainers.hf_args import job_precision
 
     name = register(model_store, tmp_path, "sft-fp16", chat_records(4))
     ctx = make_ctx(model_store, "sft-fp16-cpu", spec(name, precision="fp16"))
