@@ -18,7 +18,8 @@ Reads top to bottom like a recipe (the data and the chat template have their own
    variable-length kernels (flash attention) and otherwise pads batches of similar lengths
    (`LengthGroupedEpochSampler`: exact, resume-safe); `false` pads batches in random order, exactly like
    a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
-   positions only.
+   positions only, and (except under `packing: false`) LoRA dropout draws its masks from a fast generator
+   (`lm_speed`: torch's `bernoulli_` was 11 % of a SmolLM2 step).
 6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
    through `lm_common.complete`; the final metrics carry tokens/s and MFU (`lm_perf`).
 
@@ -39,7 +40,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import SFTConfig, SFTTrainer
 
 from felix_train.trainers.context import TrainContext, TrainResult
@@ -53,6 +53,11 @@ from felix_train.trainers.lm_common import (
     sample_trained,
     setup_lora_model,
     stopped_result,
+)
+from felix_train.trainers.lm_speed import (  # noqa: F401 - LengthGroupedEpochSampler re-exported
+    LengthGroupedEpochSampler,
+    score_labelled_positions_only,
+    use_fast_cpu_dropout,
 )
 from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 from felix_train.trainers.sft_data import (  # noqa: F401 - re-exported: `felix_train.trainers.sft.<name>` keeps working
@@ -74,32 +79,6 @@ _setup_data = setup_data
 
 
 # -- 3. trainer ------------------------------------------------------------------------------------------------
-
-class LengthGroupedEpochSampler(torch.utils.data.Sampler):
-    """HF's length grouping (`get_length_grouped_indices`) with an order that depends only on (seed, epoch).
-
-    transformers' `LengthGroupedSampler` draws from the global RNG, so a resumed run would see another
-    order; seeding per epoch keeps resume exact. Batches hold similar lengths: less padding, the same
-    examples and loss semantics as random batches.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
 
 class Batching(str, Enum):
     """How training batches are formed, from `engine.packing` and the model's attention implementation."""
@@ -139,27 +118,6 @@ def attention_of(model) -> str | None:
     return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
-@contextlib.contextmanager
-def _score_labelled_positions_only():
-    """For the calls inside: TRL's fused LM head projects only the positions that have a label.
-
-    TRL 1.16 does this on Triton devices and projects every position elsewhere (so that Neuron compiles one
-    tile shape); on CPU nothing compiles, and the prompt and padding positions (a third of a chat batch or
-    more) are pure waste. Same per-token log-probabilities, loss and metrics. A no-op if TRL changes.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None:
-        yield
-        return
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
-
-
 class _SFTTrainer(SFTTrainer):
     """TRL's SFTTrainer, with the epoch-seeded length-grouped sampler when `group_by_length_seed` is set,
     and the LM head scored on labelled positions only when `score_labelled_only` is set (CPU)."""
@@ -178,7 +136,7 @@ class _SFTTrainer(SFTTrainer):
         return LengthGroupedEpochSampler(lengths, batch, self.group_by_length_seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scope = _score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
+        scope = score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
         with scope:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
@@ -213,6 +171,8 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
         trainer.group_by_length_seed = engine.seed
     trainer.score_labelled_only = ctx.device == "cpu"
     trainer.batching = mode
+    if ctx.device == "cpu" and mode != Batching.PADDED:  # `packing: false` keeps the plain TRL script's draws
+        use_fast_cpu_dropout(trainer.model)
     return trainer
 
 

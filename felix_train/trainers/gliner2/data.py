@@ -191,11 +191,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int) -> list[int]:
     """The length-grouped record order of epoch `epoch` over records of `lengths` words, in batches of `batch_size`.
 
-    transformers' `get_length_grouped_indices` (what `group_by_length` uses): a seeded permutation cut
-    into mega-batches of up to 50 batches, each sorted by length, so a batch holds records of similar
-    length and pads little (its span grid is max words × max span width); then the full batches in
-    random order (a mega-batch alone would run from its longest batch to its shortest, which cost
-    0.04 F1), the short last batch last. Every record is seen once per epoch, as with a plain shuffle.
+    `felix_train.data.grouping.length_grouped_order` with transformers' mega-batches: batches of similar
+    length (a batch's span grid is max words × max span width), in random order, seeded by (seed, epoch).
 
     Not gliner2's `LengthGroupedSampler`: it shares the idea but sorts ascending, keeps the longest
     records of the last window for the short batch and seeds `seed + epoch`, so every order, and every
@@ -203,11 +200,8 @@ def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int) -
     on which seed it draws (see the issue 15 report).
     """
     import torch
-    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from felix_train.data.grouping import length_grouped_order
 
     g = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
-    grouped = get_length_grouped_indices(lengths, batch_size, generator=g)
-    batches = [grouped[i:i + batch_size] for i in range(0, len(grouped), batch_size)]
-    last = batches.pop() if len(batches[-1]) < batch_size else None
-    batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-    return [i for batch in batches + ([last] if last else []) for i in batch]
+    return length_grouped_order(lengths, batch_size, generator=g)
