@@ -36,6 +36,7 @@ from felix_train.errors import DatasetError, ErrorItem
 from felix_train.rl_config import DPOParams
 from felix_train.spec import LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, tracker_callbacks, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
@@ -54,7 +55,7 @@ from felix_train.trainers.lm_common import (
     to_dataset,
 )
 from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
-from felix_train.trainers.lm_speed import LengthGroupedEpochSampler, score_labelled_positions_only, use_fast_cpu_dropout
+from felix_train.trainers.lm_speed import LengthGroupedEpochSampler, score_labelled_positions_only
 
 REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """TRL's preference metrics, logged per training window and (with an `eval_` prefix) per evaluation."""
@@ -226,7 +227,7 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
     """The DPOTrainer for a job: DPOConfig = the shared TrainingArguments + every `rl_config` key.
 
     `engine.packing: auto` (the default) batches pairs of similar length; `false` keeps TRL's random order. On
-    CPU the LM head is scored on completion tokens only and LoRA dropout draws from a fast generator (`lm_speed`).
+    CPU the LM head is scored on completion tokens only and LoRA dropout draws from a fast generator (`fast_dropout`).
     """
     rl: DPOParams = ctx.spec.rl()
     args = training_arguments(

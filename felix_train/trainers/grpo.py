@@ -37,6 +37,7 @@ from felix_train.rewards import build_reward_funcs, parse_reward_type
 from felix_train.rl_config import GRPOParams
 from felix_train.spec import GenerationBackend, LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
+from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.grpo_timing import TimedGRPOTrainer, TimeSplit, ZeroStdWatch, timed_rewards
 from felix_train.trainers.hf_bridge import (
     FelixCallback, hf_output_dir, run_train_loss, tracker_callbacks, train, training_kwargs,
@@ -235,6 +236,8 @@ def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Da
                                peft_config=peft_config,
                                callbacks=[callback, split, ZeroStdWatch(ctx), *tracker_callbacks(ctx)])
     trainer.time_split = split
+    if ctx.device == "cpu":
+        use_fast_cpu_dropout(trainer.model)
     world = trainer.accelerator.num_processes
     callback.token_count = lambda state: trainer.trained_tokens * world  # the tokens trained on, all ranks
     return trainer

@@ -19,7 +19,7 @@ Reads top to bottom like a recipe (the data and the chat template have their own
    (`LengthGroupedEpochSampler`: exact, resume-safe); `false` pads batches in random order, exactly like
    a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
    positions only, and (except under `packing: false`) LoRA dropout draws its masks from a fast generator
-   (`lm_speed`: torch's `bernoulli_` was 11 % of a SmolLM2 step).
+   (`fast_dropout`: torch's `bernoulli_` was 11 % of a SmolLM2 step).
 6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
    through `lm_common.complete`; the final metrics carry tokens/s and MFU (`lm_perf`).
 
@@ -43,6 +43,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from felix_train.trainers.context import TrainContext, TrainResult
+from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.hf_bridge import FelixCallback, run_train_loss, tracker_callbacks, train, training_arguments
 from felix_train.trainers.lm_common import (
     LengthReport,
@@ -57,7 +58,6 @@ from felix_train.trainers.lm_common import (
 from felix_train.trainers.lm_speed import (  # noqa: F401 - LengthGroupedEpochSampler re-exported
     LengthGroupedEpochSampler,
     score_labelled_positions_only,
-    use_fast_cpu_dropout,
 )
 from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 from felix_train.trainers.sft_data import (  # noqa: F401 - re-exported: `felix_train.trainers.sft.<name>` keeps working

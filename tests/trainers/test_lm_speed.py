@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from felix_train.data.grouping import length_grouped_order
-from felix_train.trainers.lm_speed import FastCpuDropout, LengthGroupedEpochSampler, use_fast_cpu_dropout
+from felix_train.trainers.fast_dropout import FastCpuDropout, use_fast_cpu_dropout
+from felix_train.trainers.lm_speed import LengthGroupedEpochSampler
 
 
 def test_fast_dropout_drops_p_of_the_values_and_scales_the_rest():

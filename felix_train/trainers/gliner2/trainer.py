@@ -22,6 +22,7 @@ from gliner2.training.trainer import ExtractorCollator, ExtractorDataset, Extrac
 
 from felix_train.errors import FelixError
 from felix_train.trainers.context import TrainContext, distributed
+from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.gliner2.config import ADAPTER_DIR, MODEL_DIR
 from felix_train.trainers.gliner2.data import PreparedData
 from felix_train.trainers.gliner2.data import epoch_order as length_grouped_order
@@ -115,6 +116,8 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                                      use_dora=self.config.lora_use_dora, base_model_name_or_path=base_id)
             self.model = get_peft_model(self.model, peft_config)
         _cast_lora_dtype(self.model)
+        if self.ctx.device == "cpu":
+            use_fast_cpu_dropout(self.model)  # torch's CPU bernoulli_ is slow; same Bernoulli masks
         self.lora_layers = {n: m for n, m in self.model.named_modules() if isinstance(m, _PeftLoraLayer)}
         self.model._lora_layers = self.lora_layers
         self.full_heads = sorted(self.model.peft_config["default"].modules_to_save or [])
