@@ -1,4 +1,4 @@
-"""LoRA dropout from a fast random generator on CPU: `use_fast_cpu_dropout(model)` (SFT, DPO, GRPO, GLiNER2).
+"""Dropout from a fast random generator on CPU: `use_fast_cpu_dropout(model)` (SFT, DPO, GRPO, GLiNER2).
 
 PEFT puts an `nn.Dropout` before every LoRA adapter (`lora_dropout`, 0.05 by default), 7 per
 layer with `all-linear`, each on the full input of its layer. torch draws the mask with `bernoulli_` on its
@@ -46,19 +46,16 @@ class FastCpuDropout(nn.Dropout):
 
 
 def use_fast_cpu_dropout(model: nn.Module) -> int:
-    """Swap every LoRA `nn.Dropout` of `model` (PEFT's `lora_dropout` ModuleDicts) for `FastCpuDropout`.
+    """Swap every `nn.Dropout` module of `model` for a `FastCpuDropout` of the same p; returns how many.
 
-    Returns how many were swapped (0 when the adapters have no dropout: PEFT puts `nn.Identity` there).
+    PEFT's `lora_dropout` ones, and the base model's own (BERT's hidden dropout in a GLiNER2 encoder: 9.5 % of a
+    MiniLM LoRA step in a py-spy profile). Dropout done inside other ops (attention probabilities through SDPA's
+    `dropout_p`) is left alone; so are subclasses of `nn.Dropout` and dropouts with p = 0.
     """
-    swapped = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if not isinstance(dropouts, nn.ModuleDict):
-            continue
-        for name, dropout in dropouts.items():
-            if type(dropout) is nn.Dropout and dropout.p > 0:
-                fast = FastCpuDropout(dropout.p)
-                fast.train(dropout.training)
-                dropouts[name] = fast
-                swapped += 1
-    return swapped
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) is nn.Dropout and child.p > 0]
+    for parent, name, child in swaps:
+        fast = FastCpuDropout(child.p)
+        fast.train(child.training)
+        setattr(parent, name, fast)  # nn.ModuleDict and nn.Sequential take the name as a key too
+    return len(swaps)

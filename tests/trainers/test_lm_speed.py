@@ -47,7 +47,7 @@ def test_fast_dropout_gradient_is_the_mask_times_the_scale_and_eval_is_identity(
     assert layer(x) is x
 
 
-def test_swaps_the_lora_dropouts_of_a_peft_model_only():
+def test_swaps_every_dropout_module_of_a_peft_model():
     from peft import LoraConfig, get_peft_model
 
     class Tiny(nn.Module):
@@ -55,19 +55,20 @@ def test_swaps_the_lora_dropouts_of_a_peft_model_only():
             super().__init__()
             self.a = nn.Linear(8, 8)
             self.b = nn.Linear(8, 8)
-            self.drop = nn.Dropout(0.1)  # not LoRA's: stays
+            self.drop = nn.Dropout(0.1)  # the base model's own: swapped too
+            self.off = nn.Dropout(0.0)  # p = 0: left alone
 
         def forward(self, x):
             return self.b(self.drop(self.a(x)))
 
     model = get_peft_model(Tiny(), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1, target_modules=["a", "b"]))
-    assert use_fast_cpu_dropout(model) == 2
+    assert use_fast_cpu_dropout(model) == 3
     kinds = [type(m) for m in model.modules() if isinstance(m, nn.Dropout)]
-    assert kinds.count(FastCpuDropout) == 2 and kinds.count(nn.Dropout) == 1
+    assert kinds.count(FastCpuDropout) == 3 and kinds.count(nn.Dropout) == 1
     model.train()
     model(torch.randn(4, 8)).sum().backward()  # trains through the swapped modules
     no_dropout = get_peft_model(Tiny(), LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["a"]))
-    assert use_fast_cpu_dropout(no_dropout) == 0  # PEFT puts nn.Identity there
+    assert use_fast_cpu_dropout(no_dropout) == 1  # PEFT puts nn.Identity in lora_dropout: only `drop` is swapped
 
 
 def _padding(order, lengths, batch):

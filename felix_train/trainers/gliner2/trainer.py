@@ -66,6 +66,8 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self._lengths: list[int] | None = None  # words per training record, for length-grouped batches
         self._order_override: dict[int, list[int]] = {}  # epoch -> the order a resumed checkpoint recorded
         super().__init__(model, config)
+        if ctx.device == "cpu":  # torch's CPU bernoulli_ is slow (fast_dropout); the same Bernoulli masks
+            use_fast_cpu_dropout(self.model)
         base = self.base_model
         arch = getattr(base, "architecture", "span")
         max_gold = (getattr(base.config, "boundary_head", None) or {}).get("max_gold_per_query", 32)
@@ -116,8 +118,6 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
                                      use_dora=self.config.lora_use_dora, base_model_name_or_path=base_id)
             self.model = get_peft_model(self.model, peft_config)
         _cast_lora_dtype(self.model)
-        if self.ctx.device == "cpu":
-            use_fast_cpu_dropout(self.model)  # torch's CPU bernoulli_ is slow; same Bernoulli masks
         self.lora_layers = {n: m for n, m in self.model.named_modules() if isinstance(m, _PeftLoraLayer)}
         self.model._lora_layers = self.lora_layers
         self.full_heads = sorted(self.model.peft_config["default"].modules_to_save or [])
