@@ -144,7 +144,7 @@ class EngineSpec(_Strict):
         "auto", description="SFT: `auto` = no packing: padding-free batches (one unpadded row, per-example attention) where "
         "the model runs flash attention, else padded batches of similar lengths (length-grouped, exact, resume-exact); "
         "`true` = TRL bfd packing (per-document attention; batch_size counts packed rows of max_length tokens); "
-        "`false` = plain padding, random order.")
+        "`false` = plain padding, random order. DPO: `auto`/`true` = batches of pairs of similar length, `false` = random order.")
     completion_only_loss: bool = Field(True, description="SFT loss on assistant turns / completions only.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (off on CPU unless asked).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 where the device supports it, else fp32.")
