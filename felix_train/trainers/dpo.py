@@ -25,7 +25,6 @@ when the model is sharded: FSDP, DeepSpeed ZeRO-3).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from datasets import Dataset
@@ -55,7 +54,7 @@ from felix_train.trainers.lm_common import (
     to_dataset,
 )
 from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
-from felix_train.trainers.lm_speed import LengthGroupedEpochSampler, score_labelled_positions_only
+from felix_train.trainers.lm_speed import GroupedLabelledMixin
 
 REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 """TRL's preference metrics, logged per training window and (with an `eval_` prefix) per evaluation."""
@@ -197,29 +196,17 @@ def pair_length(tokenized: Dataset, limit: int) -> float:
 
 # -- 3./4. trainer -------------------------------------------------------------------------------------------------
 
-class _DPOTrainer(DPOTrainer):
+class _DPOTrainer(GroupedLabelledMixin, DPOTrainer):
     """TRL's DPOTrainer with batches of pairs of similar length when `group_by_length_seed` is set, and the LM
     head scored on completion tokens only when `score_labelled_only` is set (CPU), for the policy and the
     reference forward alike (`lm_speed`). The same pairs per epoch and the same loss as TRL's random batches."""
 
-    group_by_length_seed: int | None = None
-    score_labelled_only: bool = False
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.group_by_length_seed is None or "chosen_ids" not in dataset.column_names:
-            return super()._get_train_sampler(train_dataset)
+    def row_lengths(self, dataset) -> list[int] | None:
+        if "chosen_ids" not in dataset.column_names:
+            return None
         # a pair's batch row is padded to the longer of its two sequences
-        lengths = [len(p) + max(len(c), len(r)) for p, c, r in
-                   zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return LengthGroupedEpochSampler(lengths, batch, self.group_by_length_seed)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scope = score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
-        with scope:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+        return [len(p) + max(len(c), len(r)) for p, c, r in
+                zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
 
 
 def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,

@@ -4,6 +4,7 @@
   (seed, epoch) so a resume is exact. SFT under `packing: auto` without flash attention, and DPO.
 - `score_labelled_positions_only()`: TRL's fused LM head projects only the positions that have a label (on CPU;
   TRL does it on Triton devices already). SFT and DPO, where prompts are a third or more of the tokens.
+- `GroupedLabelledMixin`: both, for a TRL trainer class (`_SFTTrainer`, `_DPOTrainer`), switched per instance.
 - LoRA dropout on CPU from a fast generator: `trainers.fast_dropout` (shared with GLiNER2).
 """
 
@@ -65,3 +66,29 @@ def score_labelled_positions_only():
         yield
     finally:
         trl_utils._use_triton = original
+
+
+class GroupedLabelledMixin:
+    """Put before a TRL trainer class: length-grouped batches when `group_by_length_seed` is set (the lengths from
+    `row_lengths`), the LM head scored on labelled positions only when `score_labelled_only` is set (CPU)."""
+
+    group_by_length_seed: int | None = None
+    score_labelled_only: bool = False
+
+    def row_lengths(self, dataset) -> list[int] | None:
+        """The padded length of each training row of `dataset`, or None where it has not the columns for it."""
+        raise NotImplementedError
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = self.row_lengths(dataset) if self.group_by_length_seed is not None else None
+        if lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedEpochSampler(lengths, batch, self.group_by_length_seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        scope = score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
+        with scope:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)

@@ -38,7 +38,6 @@ import math
 from enum import Enum
 from typing import Any
 
-import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
@@ -56,8 +55,8 @@ from felix_train.trainers.lm_common import (
     stopped_result,
 )
 from felix_train.trainers.lm_speed import (  # noqa: F401 - LengthGroupedEpochSampler re-exported
+    GroupedLabelledMixin,
     LengthGroupedEpochSampler,
-    score_labelled_positions_only,
 )
 from felix_train.trainers.lm_perf import configure_threads, mean_length, perf_metrics, setup_throughput
 from felix_train.trainers.sft_data import (  # noqa: F401 - re-exported: `felix_train.trainers.sft.<name>` keeps working
@@ -118,28 +117,15 @@ def attention_of(model) -> str | None:
     return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
-class _SFTTrainer(SFTTrainer):
+class _SFTTrainer(GroupedLabelledMixin, SFTTrainer):
     """TRL's SFTTrainer, with the epoch-seeded length-grouped sampler when `group_by_length_seed` is set,
     and the LM head scored on labelled positions only when `score_labelled_only` is set (CPU)."""
 
-    group_by_length_seed: int | None = None
-    score_labelled_only: bool = False
     batching: Batching | None = None
 
-    def _get_train_sampler(self, train_dataset=None):
+    def row_lengths(self, dataset) -> list[int] | None:
         # HF passes the dataset with its unused columns (our `length`) already removed: measure input_ids
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.group_by_length_seed is None or "input_ids" not in dataset.column_names:
-            return super()._get_train_sampler(train_dataset)
-        lengths = [len(ids) for ids in dataset["input_ids"]]
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return LengthGroupedEpochSampler(lengths, batch, self.group_by_length_seed)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scope = score_labelled_positions_only() if self.score_labelled_only else contextlib.nullcontext()
-        with scope:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+        return [len(ids) for ids in dataset["input_ids"]] if "input_ids" in dataset.column_names else None
 
 
 def build_trainer(ctx: TrainContext, model, peft_config, tokenizer, train_ds: Dataset, eval_ds: Dataset | None,
