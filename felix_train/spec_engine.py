@@ -104,6 +104,15 @@ class SpanLossSpec(_Strict):
     negative_drop: float = Field(0.5, ge=0, lt=1, description="Share of negative span cells left out of the loss at "
                                  "random in each step (gliner2's masking rate).")
 
+    @property
+    def is_gliner2(self) -> bool:
+        """True when this is gliner2's own loss (nothing to replace)."""
+        return (self.positive_weight, self.focal_gamma, self.negative_drop) == (1.0, 0.0, 0.5)
+
+    def describe(self) -> str:
+        return (f"positive_weight {self.positive_weight:g}, focal_gamma {self.focal_gamma:g}, "
+                f"negative_drop {self.negative_drop:g}")
+
 
 class EngineSpec(_Strict):
     """What the API leaves to the backend. Every field has a default that trains well."""

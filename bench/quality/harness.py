@@ -48,6 +48,14 @@ class Context:
         return path
 
 
+def merge_spec(spec: dict, extra: dict) -> dict:
+    """`spec` with `extra` merged in, nested mappings key by key (a copy; neither argument changes)."""
+    out = dict(spec)
+    for key, value in extra.items():
+        out[key] = merge_spec(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def register(ctx: Context, name: str, path: Path) -> None:
     """`felix-train datasets add NAME FILE --overwrite`; SystemExit with its output when the file is refused."""
     done = subprocess.run([*CLI, "datasets", "add", name, str(path), "--overwrite"], env=ctx.env, cwd=ROOT,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.children import say
 from bench.quality import rl_data
-from bench.quality.harness import Context, eval_call, job_error, register, run_job, skip_reason
+from bench.quality.harness import Context, eval_call, job_error, merge_spec, register, run_job, skip_reason
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -50,13 +50,6 @@ FIGURES = {
 }
 
 
-def _merge(spec: dict, extra: dict) -> dict:
-    out = dict(spec)
-    for key, value in extra.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
 def _figures(report: dict, algorithm: str) -> dict:
     if "error" in report:
         return {"error": report["error"], "eval_s": report.get("wall_s")}
@@ -79,7 +72,7 @@ def one_run(ctx: Context, name: str, algorithm: str, files: dict[str, Path], rl_
     if algorithm != "sft":
         spec.update(training_algorithm=algorithm, rl_config=rl_config or {})
     if ctx.quick:
-        spec = _merge(spec, QUICK_SPEC[algorithm])
+        spec = merge_spec(spec, QUICK_SPEC[algorithm])
     job_id = f"q-{name}"
     run = run_job(ctx, job_id, spec)
     out = {**meta, "spec": spec, "status": run["status"], "wall_s": run["wall_s"], "cpu_s": run["cpu_s"],

@@ -26,16 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.children import materialise  # noqa: E402
-from bench.quality.harness import Context, felix_eval, job_error, ner_figures, run_job  # noqa: E402
+from bench.quality.harness import Context, felix_eval, job_error, merge_spec, ner_figures, run_job  # noqa: E402
 from bench.quality.ner import TRAIN_NAME, prepare_split  # noqa: E402
 from bench.quality.run import GLINER_MODEL  # noqa: E402
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def main(argv=None) -> int:
@@ -54,8 +47,8 @@ def main(argv=None) -> int:
         marker.write_text(json.dumps(prepare_split(ctx)))
     split = json.loads(marker.read_text())
     test = Path(split["test_path"])
-    spec = merge({"base_model": GLINER_MODEL, "datasets": [{"name": TRAIN_NAME}]}, json.loads(args.overrides))
-    spec = merge(spec, {"engine": {"seed": args.seed}})
+    spec = merge_spec({"base_model": GLINER_MODEL, "datasets": [{"name": TRAIN_NAME}]}, json.loads(args.overrides))
+    spec = merge_spec(spec, {"engine": {"seed": args.seed}})
     job = f"{args.tag}-s{args.seed}"
     out = {"tag": args.tag, "seed": args.seed, "spec": spec, "load_start": os.getloadavg()}
     run = run_job(ctx, job, spec)

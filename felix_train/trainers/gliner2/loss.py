@@ -20,27 +20,9 @@ Eval losses use the same weights (without the random drop, as gliner2 does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from felix_train.spec_engine import SpanLossSpec as SpanLoss  # the spec's own model: `engine.span_loss`, resolved
 
 MAX_COUNT = 19  # gliner2's count head predicts 0..19
-
-
-@dataclass(frozen=True)
-class SpanLoss:
-    """`engine.span_loss` resolved: what `span_cell_loss` weighs the span cells with."""
-
-    positive_weight: float = 1.0
-    focal_gamma: float = 0.0
-    negative_drop: float = 0.5
-
-    @property
-    def is_gliner2(self) -> bool:
-        """True when this is gliner2's own loss (nothing to replace)."""
-        return (self.positive_weight, self.focal_gamma, self.negative_drop) == (1.0, 0.0, 0.5)
-
-    def describe(self) -> str:
-        return (f"positive_weight {self.positive_weight:g}, focal_gamma {self.focal_gamma:g}, "
-                f"negative_drop {self.negative_drop:g}")
 
 
 def span_labels(scores, structure):

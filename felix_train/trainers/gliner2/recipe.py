@@ -15,7 +15,7 @@ from felix_train.trainers.gliner2.config import check_launch, training_config
 from felix_train.trainers.gliner2.data import prepare_data, write_jsonl
 from felix_train.trainers.gliner2.export import finish
 from felix_train.trainers.gliner2.loop import fit
-from felix_train.trainers.gliner2.loss import SpanLoss, set_span_loss
+from felix_train.trainers.gliner2.loss import set_span_loss
 from felix_train.trainers.gliner2.model import add_entity_count_loss, load_gliner2, set_label_sampling
 from felix_train.trainers.gliner2.state import Position, initial_weights, restore
 from felix_train.trainers.gliner2.trainer import FelixGLiNER2Trainer
@@ -30,9 +30,8 @@ def run(ctx: TrainContext) -> TrainResult:
     model = load_gliner2(load_from)
     add_entity_count_loss(model)
     reporter.log(f"gliner2 {spec.training_type.value}: weights from {what}")
-    span_loss = SpanLoss(**spec.engine.span_loss.model_dump())
-    if set_span_loss(model, span_loss):
-        reporter.log(f"span loss (engine.span_loss): {span_loss.describe()}")
+    if set_span_loss(model, spec.engine.span_loss):
+        reporter.log(f"span loss (engine.span_loss): {spec.engine.span_loss.describe()}")
 
     data = prepare_data(ctx, model.processor.word_splitter)
     for change in set_label_sampling(model, data.train):
