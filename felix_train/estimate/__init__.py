@@ -72,7 +72,8 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
     memory = None if model_path is None else predict_memory(
         Path(model_path), family=entry.family.value, training_type=spec.training_type.value,
         lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules, batch_size=spec.engine.batch_size,
-        seq_len=seq, bf16_base=precision == "bf16", baseline_mb=baseline)
+        seq_len=seq, bf16_base=precision == "bf16", baseline_mb=baseline,
+        checkpointing=spec.engine.gradient_checkpointing)
     time = predict_time(counts, row) if row else {"wall_s": None, "basis": {"source": "none"}}
     return {
         "base_model": entry.id, "training_type": spec.training_type.value,

@@ -8,7 +8,8 @@ Parameters are counted from the model folder's safetensors headers (JSON, no tor
   (+ GLiNER2's task heads in full, as its trainer does);
 - activations (Korthikanti et al. 2022, per layer `s·b·h·(34 + 5·a·s/h)` bytes in 16-bit, ×2 in fp32) for the
   longest batch (`batch_size` × the longest record, at most `max_length`; GLiNER2 words × 1.3 sub-word tokens),
-  + LLM logits `b·s·V·4 B × 2` (values and gradient);
+  + LLM logits `b·s·V·4 B × 2` (values and gradient); with activation checkpointing, each layer keeps only
+  its input (`s·b·h` values) and one layer's full activations live at a time (recomputed in the backward);
 - a runtime baseline (the interpreter, torch, the libraries, the data): the table row's measured
   `peak - formula` when one exists, else `DEFAULT_BASELINE_MB` (measured on this project's CPU jobs).
 
@@ -77,7 +78,7 @@ def parameter_counts(shapes: dict, *, family: str, training_type: str, lora_r: i
 
 def predict_memory(model_path: Path, *, family: str, training_type: str, lora_r: int, targets,
                    batch_size: int, seq_len: int, bf16_base: bool = False,
-                   baseline_mb: float | None = None) -> dict:
+                   baseline_mb: float | None = None, checkpointing: bool = False) -> dict:
     """The predicted peak and its parts, in MB (see the module docstring)."""
     shapes = tensor_shapes(model_path)
     total, trainable = parameter_counts(shapes, family=family, training_type=training_type, lora_r=lora_r,
@@ -95,7 +96,8 @@ def predict_memory(model_path: Path, *, family: str, training_type: str, lora_r:
         weights += trainable * 4 / mb if family != "gliner2" else 0  # LoRA adapters (GLiNER2 heads are in `total`)
     grads = trainable * 4 / mb
     optimizer = trainable * 8 / mb
-    activations = layers * s * b * h * (34 + 5 * heads * s / h) * 2 / mb
+    per_layer = s * b * h * (34 + 5 * heads * s / h) * 2 / mb
+    activations = (layers * s * b * h * 4 / mb + per_layer) if checkpointing else layers * per_layer
     if family != "gliner2":
         activations += b * s * int(cfg.get("vocab_size") or 0) * 4 * 2 / mb
     formula = weights + grads + optimizer + activations

@@ -9,6 +9,8 @@ thread policy is applied does not load torch behind the policy's back.
   CPU (`amx_bf16`, `amx_tile`, `avx512_bf16`, `avx512f`, `avx2`).
 - `usable_cpus()`: the affinity mask capped by the cgroup quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`),
   whichever is smaller, at least 1. torch counts the machine's cores, which oversubscribes a container.
+- `memory_limit_mb()`: the machine's memory capped by the cgroup limit (v2 `memory.max`, v1
+  `memory.limit_in_bytes`): what a job's micro-batches must fit in (`trainers.lm_memory`).
 - `describe_device()`: one dict for logs, the peak cache and `precision.resolve_precision()`.
 - `device_key()`: a short file-name-safe key for the device (cache files are per device and thread count).
 """
@@ -143,6 +145,41 @@ def usable_cpus(*, root: str | os.PathLike = CGROUP_ROOT,
     if quota is not None:
         n = min(n, math.ceil(quota))
     return max(1, n)
+
+
+PROC_MEMINFO = Path("/proc/meminfo")
+
+
+def memory_limit_mb(*, root: str | os.PathLike = CGROUP_ROOT, proc_cgroup: str | os.PathLike = PROC_SELF_CGROUP,
+                    meminfo: str | os.PathLike = PROC_MEMINFO) -> float | None:
+    """The memory this process may use, in MB: the machine's `MemTotal` capped by the smallest cgroup limit
+    (v2 `memory.max` on the path to the root, v1 `memory/memory.limit_in_bytes`); None when unknown.
+
+    The total, not what is free now: a plan made from it is the same at every resume on the same machine.
+    """
+    root, proc_cgroup = Path(root), Path(proc_cgroup)
+    limits: list[float] = []
+    try:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append(int(line.split()[1]) / 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    for d in _cgroup_v2_dirs(root, proc_cgroup):
+        try:
+            text = (d / "memory.max").read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text) / 2**20)
+    try:
+        v1 = int((root / "memory" / "memory.limit_in_bytes").read_text())
+        if 0 < v1 < 2**60:  # "no limit" is a page-rounded 2**63
+            limits.append(v1 / 2**20)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
 
 
 def torch_cpu_capability() -> str | None:
