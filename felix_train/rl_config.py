@@ -42,6 +42,9 @@ GRPOLossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "lusp
 
 GRPO_LOSS_TYPES: tuple[str, ...] = get_args(GRPOLossType)
 
+FELIX_KEYS = frozenset({"reward_type", "chat_template"})
+"""`rl_config` keys felix reads itself; every other key is TRL's, with TRL's name and default."""
+
 GRPOScaleRewards = Literal["group", "batch", "none"]
 GRPO_SCALE_REWARDS: tuple[str, ...] = get_args(GRPOScaleRewards)
 
@@ -179,6 +182,10 @@ class GRPOParams(BaseModel):
     steps_per_generation: int | None = Field(None, ge=1, description="Optimizer steps per generation; defaults to gradient_accumulation_steps. Not with `generation_batch_size`.")
     use_vllm: bool = Field(False, description="Generate with vLLM (must be installed); transformers otherwise. Not with `loss_type: vespo`.")
     log_completions: bool = Field(False, description="Log sampled completions.")
+    chat_template: bool = Field(
+        True, description="felix: text prompts go to the model as one user message through its chat template, the way "
+                          "a chat model is asked (and `felix-train eval` asks it after training); false: the text as is, "
+                          "TRL's own behaviour. Conversational prompts always use the template.")
 
     @field_validator("loss_type", mode="before")
     @classmethod

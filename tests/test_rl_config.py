@@ -17,6 +17,7 @@ from felix_train.rl_config import (
     DPO_LOSS_TYPES,
     DPO_RENAMED_LOSS_TYPES,
     DPO_SORTING_LOSS_TYPES,
+    FELIX_KEYS,
     GRPO_LOSS_TYPES,
     GRPO_SCALE_REWARDS,
     DPOParams,
@@ -267,7 +268,7 @@ def test_trl_enforces_the_rules_mirrored_here(trl, tmp_path):
 def test_accepted_configs_build_a_trl_config(algo, rl, trl, tmp_path):
     """Every accepted rl_config makes a TRL config as the trainers do (the trainer-only checks are above)."""
     params = MODELS[algo].model_validate({"reward_type": REWARD, **rl} if algo == "grpo" else rl)
-    values = params.model_dump(exclude={"reward_type"})
+    values = params.model_dump(exclude=set(FELIX_KEYS))
     if algo == "dpo":
         values["loss_type"] = values["loss_type"] if isinstance(values["loss_type"], list) else [values["loss_type"]]
         config = _config(trl.DPOConfig, tmp_path, **values)

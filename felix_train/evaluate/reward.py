@@ -5,8 +5,9 @@ gold `answer` (`"72"`, or a rationale ending in `#### 72`; `../shared/data/gsm8k
 
 Every prompt gets one greedy completion (`max_new_tokens`, default the job's
 `rl_config.max_completion_length`, else 256). A conversational prompt goes through the chat template (as
-GRPO trains on it); a text prompt is used as is, like TRL's GRPOTrainer does, unless `chat` (or `system`)
-wraps it as a user message. Reported:
+GRPO trains on it); a text prompt is asked the way the GRPO job asks it: as one user message through the
+template (`rl_config.chat_template`, true by default, and for a base model) when the model has one, else as
+is; `chat` (or `system`) decides it instead when given. Reported:
 
 - `numeric_accuracy`: the share whose final number equals the gold `answer`
   (`felix_train.rewards.numeric_match`), over the records that have one (`numeric_judged`);
@@ -53,6 +54,8 @@ def evaluate_reward(ref: ModelRef, records: list[tuple[int, dict]], *, reward_ty
     t0 = time.perf_counter()
     model, tokenizer = load_causal_lm(ref, device)
     load_s = round(time.perf_counter() - t0, 3)
+    if chat is None:  # as the GRPO trainer renders text prompts (`trainers.grpo.as_chat`)
+        chat = bool(rl.get("chat_template", True)) and bool(getattr(tokenizer, "chat_template", None))
     prompts = [prompt_ids(r, tokenizer, chat=chat, system=system) for r in rows]
     t0 = time.perf_counter()
     completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,

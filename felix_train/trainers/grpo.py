@@ -7,7 +7,9 @@ Reads top to bottom like a recipe:
 2. `_setup_data`: every dataset's `prompt` (text or conversational) plus the columns the rewards read (TRL
    passes every column besides `prompt` to the reward functions as keyword lists); prompts longer than
    `engine.max_length` tokens follow `engine.length_policy` (`error` lists them; `drop` and `truncate` leave
-   them out: a cut prompt is another task). Eval prompts: `engine.eval.dataset` or a seeded split.
+   them out: a cut prompt is another task). Eval prompts: `engine.eval.dataset` or a seeded split. Text prompts
+   are asked as one user message through the model's chat template (`rl_config.chat_template`, default true:
+   an instruct model answers a bare text prompt by continuing it), as `felix-train eval` asks them.
 3. Rewards: `felix_train.rewards.build_reward_funcs(rl_config.reward_type)`, weighted by TRL's
    `reward_weights`; TRL logs each one's mean and std as `rewards/<name>/mean|std`.
 4. `GRPOTrainer` (`grpo_timing.TimedGRPOTrainer`) with `config_kwargs`: the shared TrainingArguments plus every
@@ -137,6 +139,11 @@ def _apply_length_policy(ctx: TrainContext, data: Dataset, tokenizer, *, what: s
     return data.select([i for i in range(len(data)) if i not in gone])
 
 
+def as_chat(rl: GRPOParams, tokenizer) -> bool:
+    """Whether text prompts become one user message: `rl_config.chat_template` and the model has a template."""
+    return rl.chat_template and bool(getattr(tokenizer, "chat_template", None))
+
+
 def _setup_data(ctx: TrainContext, tokenizer) -> tuple[Dataset, Dataset | None, dict[str, int]]:
     """(train, eval or None, prompts dropped per dataset): Datasets with `prompt`, the reward columns, source, line."""
     engine = ctx.spec.engine
@@ -158,6 +165,12 @@ def _setup_data(ctx: TrainContext, tokenizer) -> tuple[Dataset, Dataset | None, 
                                "training data has and the rewards may read; add them to the eval data")
         eval_rows = [{k: row[k] for k in keep} for row in rows]
     text = [r for r in all_rows + eval_rows if not isinstance(r["prompt"], list)]
+    if text and as_chat(ctx.spec.rl(), tokenizer):
+        for row in text:
+            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+        ctx.reporter.log(f"prompts: {len(text)} text prompts asked as a user message through the model's chat "
+                         "template (`rl_config.chat_template: false` keeps the text as is)")
+        text = []
     chat = [r for r in all_rows + eval_rows if isinstance(r["prompt"], list)]
     if text and chat:
         raise DatasetError(f"the prompts mix text ({text[0]['source']} line {text[0]['line']}) and conversational "

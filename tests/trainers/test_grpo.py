@@ -202,15 +202,44 @@ def test_long_prompts_follow_the_length_policy(model_store, tmp_path, policy):
     assert status["metrics"]["num_dropped"] == 2 and status["metrics"]["records_per_dataset"] == {name: 6}
 
 
-def test_mixing_text_and_conversational_prompts_is_refused(model_store, tmp_path):
+def test_mixing_text_and_conversational_prompts_is_refused_without_the_chat_template(model_store, tmp_path):
     home = model_store
     text = register(home, tmp_path, "grpo-text", prompt_records(conversational=False))
     chat = register(home, tmp_path, "grpo-chat", prompt_records())
-    data = spec(text)
+    data = spec(text, {"chat_template": False})
     data["datasets"] = [{"name": text}, {"name": chat}]
     assert run_job(data, job_id="grpo-mixed", home=home) == 3
     message = JobFolder("grpo-mixed", home).read_status()["error"]["message"]
     assert f"mix text ({text} line 1) and conversational ({chat} line 1)" in message
+
+
+@pytest.mark.parametrize("chat_template", [True, False])
+def test_text_prompts_are_asked_through_the_chat_template_unless_turned_off(model_store, tmp_path, monkeypatch,
+                                                                           chat_template):
+    """By default a text prompt reaches the model as one user message (what the rewards get is what TRL
+    generated from); `chat_template: false` keeps TRL's plain text."""
+    from felix_train import rewards
+
+    seen: list = []
+
+    def spy(completions, prompts=None, **columns):
+        seen.extend(prompts)
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(rewards, "_load_function", lambda ref: spy)
+    home = model_store
+    name = register(home, tmp_path, "grpo-text-chat", prompt_records(conversational=False))
+    rl = {"reward_type": [{"type": "custom", "function": "tests.spy:reward"}], "chat_template": chat_template}
+    job_id = f"grpo-chat-template-{chat_template}"
+    code = run_job(spec(name, rl, max_steps=1, batch_size=8), job_id=job_id, home=home)
+    assert code == 0, JobFolder(job_id, home).read_status().get("error")
+    asked = {ask for ask in ASKS}
+    if chat_template:
+        assert all(p == [{"role": "user", "content": p[0]["content"]}] and p[0]["content"] in asked for p in seen)
+        assert "8 text prompts asked as a user message" in JobFolder(job_id, home).log_path.read_text()
+    else:
+        assert all(isinstance(p, str) and p in asked for p in seen)
+    assert len(seen) == 8
 
 
 def test_stop_request_checkpoints_and_cancels(model_store, tmp_path):
