@@ -55,13 +55,13 @@ RATE_KEYS = ["tokens_per_s", "tokens_per_cpu_s", "achieved_gflops", "mfu", "flop
              "step_s", "first_step_s", "peak_rss_mb", "cpu_s", "wall_s", "tokens"]
 
 
-def felix_defaults(model_id: str = SMOLLM2) -> dict:
-    """felix's defaults for `model_id` (catalog and spec), the values the baselines are given."""
+def felix_defaults(model_id: str = SMOLLM2, algorithm: str = "sft") -> dict:
+    """felix's defaults for `model_id` and `algorithm` (catalog and spec), the values the baselines are given."""
     from felix_train.catalog import get_entry
-    from felix_train.spec import EngineSpec, TrainingType
+    from felix_train.spec import Algorithm, EngineSpec, TrainingType
 
     entry, engine = get_entry(model_id), EngineSpec()
-    return {"lr": entry.default_learning_rate[TrainingType.LORA], "batch_size": entry.default_batch_size or 8,
+    return {"lr": entry.learning_rate(Algorithm(algorithm), TrainingType.LORA), "batch_size": entry.default_batch_size or 8,
             "max_length": entry.default_max_length, "lora_r": engine.lora.r,
             "lora_alpha": engine.lora.alpha or 2 * engine.lora.r, "lora_dropout": engine.lora.dropout,
             "target_modules": entry.lora_target_modules or "all-linear", "warmup": engine.warmup_ratio,
@@ -184,7 +184,7 @@ def bench_sft_llm(home: Path, work: Path, env: dict, args, model: dict, peaks: d
 def bench_dpo(home: Path, work: Path, env: dict, args, model: dict, peaks: dict, felix_env: dict) -> dict:
     if not HH_RLHF.exists():
         return {"skipped": f"the preference pairs {HH_RLHF} are not there"}
-    hp = {**felix_defaults(), **({"batch_size": QUICK_BATCH} if args.quick else {})}
+    hp = {**felix_defaults(algorithm="dpo"), **({"batch_size": QUICK_BATCH} if args.quick else {})}
     warmup, steps = DPO_STEPS["quick" if args.quick else "full"]
     data = work / "smollm2-hh-rlhf.jsonl"
     n = first_records(HH_RLHF, hp["batch_size"] * (warmup + steps), data)
@@ -250,7 +250,7 @@ def bench_grpo(home: Path, work: Path, env: dict, args, model: dict, peaks: dict
 
     if not GSM8K.exists():
         return {"skipped": f"the prompts {GSM8K} are not there"}
-    hp = {**felix_defaults(), **({"batch_size": QUICK_BATCH} if args.quick else {})}
+    hp = {**felix_defaults(algorithm="grpo"), **({"batch_size": QUICK_BATCH} if args.quick else {})}
     rl = GRPO_QUICK if args.quick else GRPO
     warmup, steps = GRPO_STEPS["quick" if args.quick else "full"]
     prompts_per_step = hp["batch_size"] // rl["num_generations"]

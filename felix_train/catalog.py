@@ -67,7 +67,14 @@ class BaseModelEntry(BaseModel):
     rl_defaults: dict[str, dict] = Field(
         default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
     )
+    algorithm_learning_rate: dict[str, float] = Field(
+        default_factory=dict, description="Per-algorithm learning rate (`dpo`, `grpo`) where the spec sets none; "
+                                          "else `default_learning_rate` of the training type.")
     sources: list[ModelSource]
+
+    def learning_rate(self, algorithm: Algorithm, training_type: TrainingType) -> float:
+        """The learning rate a spec without one trains with."""
+        return self.algorithm_learning_rate.get(algorithm.value, self.default_learning_rate[training_type])
 
     @property
     def algorithms(self) -> list[Algorithm]:

@@ -318,7 +318,7 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
     updates: dict[str, Any] = {
         "name": spec.name or generate_name(entry.id, algo.value),
         "num_epochs": spec.num_epochs or entry.default_num_epochs,
-        "learning_rate": spec.learning_rate or entry.default_learning_rate[spec.training_type],
+        "learning_rate": spec.learning_rate or entry.learning_rate(algo, spec.training_type),
     }
     if rl_params is not None:
         updates["rl_config"] = rl_params.model_dump(mode="json")

@@ -371,3 +371,17 @@ def test_a_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path):
         load_spec_file(path)
     (item,) = info.value.errors
     assert item.type == "encoding_invalid" and f"{path}: not UTF-8 at byte 7 (line 1: 0xe9)" in item.msg
+
+
+def test_rl_jobs_take_the_catalogs_per_algorithm_learning_rate_and_rl_defaults(monkeypatch):
+    from felix_train import catalog
+
+    entry = catalog.get_entry(LLM)
+    monkeypatch.setattr(entry, "algorithm_learning_rate", {"dpo": 7e-4})
+    monkeypatch.setattr(entry, "rl_defaults", {"dpo": {"beta": 0.25}})
+    dpo = validate_spec(llm(training_algorithm="dpo", rl_config={}), check_datasets=False)
+    assert dpo.learning_rate == 7e-4 and dpo.rl_config["beta"] == 0.25
+    mine = validate_spec(llm(training_algorithm="dpo", rl_config={"beta": 0.5}, learning_rate=1e-5), check_datasets=False)
+    assert mine.learning_rate == 1e-5 and mine.rl_config["beta"] == 0.5  # the spec's own values win
+    sft = validate_spec(llm(), check_datasets=False)
+    assert sft.learning_rate == entry.default_learning_rate[sft.training_type]

@@ -4,7 +4,8 @@
 per dataset after the length policy (`counting`), steps and epochs (the trainers' formulas), the predicted
 wall time on this machine (`table`: a measured row per model, algorithm, training type, device and precision;
 else a short measured `probe` of the job, marked so), the predicted peak memory (`memory`) and the resolved
-hyperparameters. With a table row nothing here imports torch (the probe's child process does).
+hyperparameters; for SFT and DPO also how the job will split its batches to fit (`micro_batches`,
+`fit`). With a table row nothing here imports torch (the probe's child process does).
 `check_lengths(spec, home)` is `felix-train validate`'s length check (policy `error`: refused with file and line).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from felix_train.estimate.counting import Counts, count
 from felix_train.estimate.memory import predict_memory
 from felix_train.estimate.table import find_row, resolved_precision
+from felix_train.estimate.fit import rows_per_example
 from felix_train.spec import JobSpec, LengthPolicy
 
 
@@ -71,9 +73,14 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
         baseline = max(0.0, row["peak_rss_mb"] - row["formula_mb"])
     memory = None if model_path is None else predict_memory(
         Path(model_path), family=entry.family.value, training_type=spec.training_type.value,
-        lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules, batch_size=spec.engine.batch_size,
-        seq_len=seq, bf16_base=precision == "bf16", baseline_mb=baseline,
-        checkpointing=spec.engine.gradient_checkpointing)
+        lora_r=spec.engine.lora.r, targets=spec.engine.lora.target_modules,
+        batch_size=spec.engine.batch_size * rows_per_example(spec), seq_len=seq, bf16_base=precision == "bf16",
+        baseline_mb=baseline, checkpointing=spec.engine.gradient_checkpointing)
+    if memory is not None:
+        plan = micro_batches(spec, Path(model_path), longest=seq, device=device, bf16=precision == "bf16",
+                             baseline_mb=baseline)
+        if plan is not None:
+            memory["micro_batches"] = plan
     time = predict_time(counts, row) if row else {"wall_s": None, "basis": {"source": "none"}}
     return {
         "base_model": entry.id, "training_type": spec.training_type.value,
@@ -86,6 +93,31 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
         "time": time, "budget": budget_fit(spec, counts, time),
         "memory": memory, "hyperparameters": spec.hyperparameters(), "notes": counts.notes,
     }
+
+
+def micro_batches(spec: JobSpec, model_path: Path, *, longest: int, device: str, bf16: bool,
+                  baseline_mb: float | None) -> dict[str, Any] | None:
+    """How an SFT or DPO job will split its batches to fit in memory (`estimate.fit`, the rule the job runs),
+    for the longest record; None for other jobs, or on a GPU without `FELIX_MEMORY_LIMIT_MB` (reading the GPU's
+    memory would import torch)."""
+    from felix_train.errors import DatasetError
+    from felix_train.estimate.fit import MEMORY_LIMIT_ENV, memory_limit_mb, plan_for
+
+    if spec.entry().family.value != "causal_lm" or spec.training_algorithm.value not in ("sft", "dpo"):
+        return None
+    if device != "cpu" and not os.environ.get(MEMORY_LIMIT_ENV):
+        return None
+    limit = memory_limit_mb(device)
+    if limit is None:
+        return None
+    try:
+        plan = plan_for(spec, model_path, longest=longest, limit_mb=limit, bf16=bf16, baseline_mb=baseline_mb)
+    except DatasetError as err:
+        return {"fits": False, "limit_mb": round(limit, 1), "error": str(err)}
+    return {"fits": True, "limit_mb": round(limit, 1), "budget_mb": round(plan.budget_mb, 1),
+            "micro_batch": plan.micro_batch, "splits": plan.splits, "checkpointing": plan.checkpointing,
+            "predicted_peak_mb": round(plan.peak_mb, 1),
+            "summary": plan.describe(spec.engine.batch_size, rows_per_example(spec))}
 
 
 def budget_fit(spec: JobSpec, counts: Counts, time: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,8 +147,9 @@ def memory_formula_mb(spec: JobSpec, home=None, *, max_length_seen: int | None =
     seq = min(max_length_seen or spec.engine.max_length, spec.engine.max_length)
     return predict_memory(Path(resolve_model(entry, home)), family=entry.family.value,
                           training_type=spec.training_type.value, lora_r=spec.engine.lora.r,
-                          targets=spec.engine.lora.target_modules, batch_size=spec.engine.batch_size,
-                          seq_len=seq)["formula_mb"]
+                          targets=spec.engine.lora.target_modules,
+                          batch_size=spec.engine.batch_size * rows_per_example(spec), seq_len=seq,
+                          checkpointing=spec.engine.gradient_checkpointing)["formula_mb"]
 
 
 def record_completed(spec: JobSpec, metrics: dict[str, Any], *, device: str, wall_s: float | None, job_id: str,

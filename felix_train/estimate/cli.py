@@ -37,6 +37,9 @@ def format_estimate(e: dict) -> str:
                      f"optimizer {m['optimizer_mb']}, activations {m['activations_mb']}, baseline {m['baseline_mb']} "
                      f"{m['baseline_from']}); {m['trainable_parameters']:,} of {m['parameters']:,} parameters "
                      "trainable")
+        fit = m.get("micro_batches")
+        if fit is not None:
+            lines.append(f"  {fit['summary']}" if fit["fits"] else f"  memory: does not fit: {fit['error']}")
     lines.append(f"  hyperparameters: {json.dumps(e['hyperparameters'], default=str)}")
     lines.extend(f"  note: {n}" for n in e["notes"])
     return "\n".join(lines)

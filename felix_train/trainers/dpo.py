@@ -291,8 +291,7 @@ def run(ctx: TrainContext) -> TrainResult:
     trainer = build_trainer(ctx, model, peft_config, tokenizer, raw_train, raw_eval, callback)
 
     report = _fit_lengths(ctx, trainer, raw_train, raw_eval, limit)
-    fit_in_memory(ctx, trainer, [min(n, limit) for n in trainer.row_lengths(trainer.train_dataset)],
-                  rows_per_example=2)  # a pair is two rows: chosen and rejected, padded alike
+    fit_in_memory(ctx, trainer, [min(n, limit) for n in trainer.row_lengths(trainer.train_dataset)])
     eval_ds = trainer.eval_dataset
     kind = "conversational" if isinstance(raw_train[0]["chosen"], list) else "text"
     losses = rl.loss_type if isinstance(rl.loss_type, list) else [rl.loss_type]

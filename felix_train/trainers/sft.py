@@ -225,7 +225,7 @@ def _run(ctx: TrainContext) -> TrainResult:
     prompt_ids = generation_prompt(eval_ds if eval_ds is not None else train_ds)
     callback = FelixCallback(ctx)
     trainer = build_trainer(ctx, model, peft_config, tokenizer, train_ds, eval_ds, callback)
-    fit_in_memory(ctx, trainer, [len(ids) for ids in trainer.train_dataset["input_ids"]], rows_per_example=1)
+    fit_in_memory(ctx, trainer, [len(ids) for ids in trainer.train_dataset["input_ids"]])
     # A new adapter starts as the base model: its "before" sample is the base's, taken after training with the
     # adapter disabled, off the start-up path. A continued adapter is sampled now, before it changes (on the GPU the
     # trainer has moved it to), by rank 0 alone: HF shards a model in `train()` only (and under FSDP's

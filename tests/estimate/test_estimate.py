@@ -207,3 +207,30 @@ def test_the_estimate_says_whether_a_spec_fits_its_budget(felix_home):
     assert e["budget"]["max_time"]["limit"] == 7200 and e["budget"]["max_time"]["fits"] is None  # no table row
     assert estimate(validate_spec({"base_model": "felix/tiny-gliner2", "datasets": [{"name": "felix-ner-quickstart"}]}),
                     probe=False)["budget"] is None
+
+
+def test_the_estimate_shows_how_an_llm_job_splits_its_batches_to_fit(model_store, monkeypatch):
+    """The rule the job runs (`estimate.fit`): as asked where the batch fits, split where it does not, refused with
+    the fix where one example alone cannot fit; DPO pairs count two rows."""
+    from felix_train.estimate import estimate
+    from felix_train.estimate.fit import HEADROOM, MEMORY_LIMIT_ENV
+    from felix_train.spec import validate_spec
+
+    monkeypatch.setenv("FELIX_HOME", str(model_store))
+    def dpo(batch_size: int):
+        return validate_spec({"base_model": "felix/tiny-llm", "datasets": [{"name": "felix-prefs-mini"}],
+                              "training_algorithm": "dpo", "rl_config": {}, "engine": {"batch_size": batch_size}})
+
+    spec = dpo(8)
+    roomy = estimate(spec, probe=False, device="cpu")["memory"]
+    assert roomy["batch_shape"][0] == 16  # 8 pairs = 16 rows
+    assert roomy["micro_batches"]["fits"] and roomy["micro_batches"]["splits"] == 1
+    # a limit between one pair's need and the whole batch's: the largest dividing micro-batch that fits
+    one_pair = estimate(dpo(1), probe=False, device="cpu")["memory"]["peak_mb"]
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str((one_pair + 1) / HEADROOM))
+    tight = estimate(spec, probe=False, device="cpu")["memory"]["micro_batches"]
+    assert tight["fits"] and tight["splits"] > 1 and tight["micro_batch"] * tight["splits"] == 8
+    assert tight["summary"].startswith(f"memory: {tight['splits']} micro-batches of {tight['micro_batch']}")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1")
+    none = estimate(spec, probe=False, device="cpu")["memory"]["micro_batches"]
+    assert none["fits"] is False and "engine.max_length" in none["error"]

@@ -9,7 +9,7 @@ from felix_train import run_job
 from felix_train.errors import DatasetError
 from felix_train.jobs import JobFolder
 from felix_train.perf.hardware import memory_limit_mb
-from felix_train.trainers.lm_memory import HEADROOM, MEMORY_LIMIT_ENV, plan_micro_batches
+from felix_train.estimate.fit import HEADROOM, MEMORY_LIMIT_ENV, plan_micro_batches
 from lm_helpers import register, step_losses
 from test_dpo import preference_records
 from test_dpo import spec as dpo_spec
