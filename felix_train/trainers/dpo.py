@@ -13,7 +13,8 @@ Reads top to bottom like a recipe:
 4. `DPOTrainer` with `training_arguments(ctx, DPOConfig, ...)` plus every `rl_config` key, hooked by
    `FelixCallback`. The sequence limit is the smaller of `rl_config.max_length` and `engine.max_length`;
    `engine.length_policy` decides what happens to pairs over it, measured on TRL's own tokenization
-   (`error` lists them, `truncate` lets TRL cut them by `truncation_mode`, `drop` leaves them out).
+   (`error` lists them, `truncate` lets TRL cut them by `truncation_mode`, `drop` leaves them out). A batch whose
+   longest pairs would not fit in memory is split into equal micro-batches (`lm_memory.fit_in_memory`).
 5. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`);
    final metrics: eval preference accuracy, reward margin, chosen/rejected rewards, losses, runtime, and
    tokens/s and MFU (`lm_perf`: the policy's training FLOPs plus the reference forward, per chosen and

@@ -19,7 +19,8 @@ Reads top to bottom like a recipe (the data and the chat template have their own
    (`LengthGroupedEpochSampler`: exact, resume-safe); `false` pads batches in random order, exactly like
    a plain TRL script (`tests/trainers/test_parity.py`). On CPU the LM head is projected on labelled
    positions only, and (except under `packing: false`) LoRA dropout draws its masks from a fast generator
-   (`fast_dropout`: torch's `bernoulli_` was 11 % of a SmolLM2 step).
+   (`fast_dropout`: torch's `bernoulli_` was 11 % of a SmolLM2 step). A batch whose longest rows would not fit in
+   memory is split into equal micro-batches (`lm_memory.fit_in_memory`: the same optimizer steps).
 6. The adapter, tokenizer and chat template into `model/` (and the merged model into `model/merged/`),
    through `lm_common.complete`; the final metrics carry tokens/s and MFU (`lm_perf`).
 
