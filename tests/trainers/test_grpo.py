@@ -46,6 +46,21 @@ def spec(dataset: str, rl: dict | None = None, **engine) -> dict:
             "rl_config": rl_config, "learning_rate": 5e-2, "num_epochs": 100, "engine": eng}
 
 
+def spy_reward(monkeypatch) -> dict:
+    """Every `custom` reward becomes a spy scoring 0 that records the prompts and columns TRL hands it."""
+    from felix_train import rewards
+
+    seen: dict = {"prompts": [], "columns": {}}
+
+    def spy(completions, prompts=None, **columns):
+        seen["prompts"].extend(prompts)
+        seen["columns"].update(columns)
+        return [0.0] * len(completions)
+
+    monkeypatch.setattr(rewards, "_load_function", lambda ref: spy)
+    return seen
+
+
 # -- tests -----------------------------------------------------------------------------------------------------
 
 def test_reward_rises_and_every_grpo_metric_is_reported(model_store, tmp_path):
@@ -108,15 +123,7 @@ def test_weighted_rewards_and_kl_are_logged(model_store, tmp_path):
 
 def test_reward_functions_get_the_data_columns_only(model_store, tmp_path, monkeypatch):
     """TRL hands every column but `prompt` to the rewards: felix's bookkeeping columns must not reach them."""
-    from felix_train import rewards
-
-    seen = {}
-
-    def spy(completions, prompts=None, **columns):
-        seen.update(columns)
-        return [0.0] * len(completions)
-
-    monkeypatch.setattr(rewards, "_load_function", lambda ref: spy)
+    seen = spy_reward(monkeypatch)["columns"]
     home = model_store
     name = register(home, tmp_path, "grpo-columns", prompt_records(conversational=False))
     rl = {"reward_type": [{"type": "custom", "function": "tests.spy:reward", "columns": ["answer"]}]}
@@ -218,15 +225,7 @@ def test_text_prompts_are_asked_through_the_chat_template_unless_turned_off(mode
                                                                            chat_template):
     """By default a text prompt reaches the model as one user message (what the rewards get is what TRL
     generated from); `chat_template: false` keeps TRL's plain text."""
-    from felix_train import rewards
-
-    seen: list = []
-
-    def spy(completions, prompts=None, **columns):
-        seen.extend(prompts)
-        return [0.0] * len(completions)
-
-    monkeypatch.setattr(rewards, "_load_function", lambda ref: spy)
+    seen = spy_reward(monkeypatch)["prompts"]
     home = model_store
     name = register(home, tmp_path, "grpo-text-chat", prompt_records(conversational=False))
     rl = {"reward_type": [{"type": "custom", "function": "tests.spy:reward"}], "chat_template": chat_template}
