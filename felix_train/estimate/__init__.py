@@ -3,9 +3,9 @@
 `estimate(spec, home=..., device=...)` validates the spec as job creation does, then says: records and tokens
 per dataset after the length policy (`counting`), steps and epochs (the trainers' formulas), the predicted
 wall time on this machine (`table`: a measured row per model, algorithm, training type, device and precision;
-else a short measured `probe` of the job, marked so), the predicted peak memory (`memory`) and the resolved
-hyperparameters; for SFT and DPO also how the job will split its batches to fit (`micro_batches`,
-`fit`). With a table row nothing here imports torch (the probe's child process does).
+else a short measured `probe` of the job, marked so), the predicted peak memory (`perf.memory`) and the resolved
+hyperparameters; for SFT and DPO also how the job will split its batches to fit (`perf.micro_batches`, the rule
+the trainers run). With a table row nothing here imports torch (the probe's child process does).
 `check_lengths(spec, home)` is `felix-train validate`'s length check (policy `error`: refused with file and line).
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from felix_train.estimate.counting import Counts, count
-from felix_train.estimate.memory import predict_memory
+from felix_train.perf.memory import predict_memory
 from felix_train.estimate.table import find_row, resolved_precision
-from felix_train.estimate.fit import rows_per_example
+from felix_train.perf.micro_batches import rows_per_example
 from felix_train.spec import JobSpec, LengthPolicy
 
 
@@ -97,11 +97,11 @@ def estimate(spec: JobSpec, *, home=None, device: str | None = None, probe: bool
 
 def micro_batches(spec: JobSpec, model_path: Path, *, longest: int, device: str, bf16: bool,
                   baseline_mb: float | None) -> dict[str, Any] | None:
-    """How an SFT or DPO job will split its batches to fit in memory (`estimate.fit`, the rule the job runs),
+    """How an SFT or DPO job will split its batches to fit in memory (`perf.micro_batches`, the rule the job runs),
     for the longest record; None for other jobs, or on a GPU without `FELIX_MEMORY_LIMIT_MB` (reading the GPU's
     memory would import torch)."""
     from felix_train.errors import DatasetError
-    from felix_train.estimate.fit import MEMORY_LIMIT_ENV, memory_limit_mb, plan_for
+    from felix_train.perf.micro_batches import MEMORY_LIMIT_ENV, memory_limit_mb, plan_for
 
     if spec.entry().family.value != "causal_lm" or spec.training_algorithm.value not in ("sft", "dpo"):
         return None

@@ -3,7 +3,7 @@
 A batch of 8 DPO pairs near 1,000 tokens is 16 rows of 1,000 tokens: ~50 GB of fp32 activations for SmolLM2-135M,
 and on a CPU the kernel's OOM killer ends the job without a Python error. Before the first step,
 `fit_in_memory` predicts the peak of the longest micro-batch with the estimate's memory model
-(`felix_train.estimate.memory.predict_memory`: weights, adapters, optimizer, activations, logits) and, where it is
+(`felix_train.perf.memory.predict_memory`: weights, adapters, optimizer, activations, logits) and, where it is
 over the budget (`HEADROOM` of what the process may use: `perf.hardware.memory_limit_mb()`, or the GPU's memory),
 splits each batch into `k` equal micro-batches with `k` times the gradient accumulation. The effective batch is
 the same, and so are the optimizer steps: the length-grouped sampler orders by the effective batch, the
@@ -13,13 +13,13 @@ rounding: `tests/trainers/test_lm_memory.py`). Where even one example a micro-ba
 checkpointing is turned on (each layer keeps its input only, ~a third more compute), and where that does not fit
 either, the job fails before training with the longest example's length and what to change.
 
-The plan and its budget are `felix_train.estimate.fit`'s (`felix-train estimate` shows the same plan before anything
+The plan and its budget are `felix_train.perf.micro_batches`'s (`felix-train estimate` shows the same plan before anything
 is queued); this module applies it to an HF Trainer.
 """
 
 from __future__ import annotations
 
-from felix_train.estimate.fit import MemoryPlan, memory_limit_mb, plan_for, rows_per_example
+from felix_train.perf.micro_batches import MemoryPlan, memory_limit_mb, plan_for, rows_per_example
 
 
 def fit_in_memory(ctx, trainer, lengths: list[int]) -> MemoryPlan | None:

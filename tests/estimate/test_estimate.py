@@ -15,7 +15,7 @@ from felix_train.data.length_policy import (
 )
 from felix_train.data.registry import DatasetRegistry
 from felix_train.estimate.counting import schedule, seeded_split
-from felix_train.estimate.memory import parameter_counts, predict_memory
+from felix_train.perf.memory import parameter_counts, predict_memory
 from felix_train.estimate.table import find_row, read_table, row_key, write_row
 from felix_train.spec import load_spec
 
@@ -210,10 +210,10 @@ def test_the_estimate_says_whether_a_spec_fits_its_budget(felix_home):
 
 
 def test_the_estimate_shows_how_an_llm_job_splits_its_batches_to_fit(model_store, monkeypatch):
-    """The rule the job runs (`estimate.fit`): as asked where the batch fits, split where it does not, refused with
+    """The rule the job runs (`perf.micro_batches`): as asked where the batch fits, split where it does not, refused with
     the fix where one example alone cannot fit; DPO pairs count two rows."""
     from felix_train.estimate import estimate
-    from felix_train.estimate.fit import HEADROOM, MEMORY_LIMIT_ENV
+    from felix_train.perf.micro_batches import HEADROOM, MEMORY_LIMIT_ENV
     from felix_train.spec import validate_spec
 
     monkeypatch.setenv("FELIX_HOME", str(model_store))

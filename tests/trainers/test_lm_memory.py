@@ -9,7 +9,7 @@ from felix_train import run_job
 from felix_train.errors import DatasetError
 from felix_train.jobs import JobFolder
 from felix_train.perf.hardware import memory_limit_mb
-from felix_train.estimate.fit import HEADROOM, MEMORY_LIMIT_ENV, plan_micro_batches
+from felix_train.perf.micro_batches import HEADROOM, MEMORY_LIMIT_ENV, plan_micro_batches
 from lm_helpers import register, step_losses
 from test_dpo import preference_records
 from test_dpo import spec as dpo_spec
@@ -78,7 +78,7 @@ def _record_micro_batches(monkeypatch, trainer_cls) -> list[int]:
 def _fake_model(monkeypatch, per_row_mb: float, ckpt_row_mb: float, limit_rows: float) -> None:
     """The memory model replaced by `rows × per_row_mb` (checkpointed: `ckpt_row_mb`), and a limit whose budget
     holds `limit_rows` rows: the tiny model needs far less than any machine has."""
-    import felix_train.estimate.memory as memory
+    import felix_train.perf.memory as memory
 
     def fake(*args, batch_size: int, checkpointing: bool = False, **kwargs):
         return {"peak_mb": batch_size * (ckpt_row_mb if checkpointing else per_row_mb)}

@@ -1,9 +1,9 @@
-"""How an LLM job's batches fit in memory: the micro-batch plan, from the memory model (`estimate.memory`).
+"""How an LLM job's batches fit in memory: the micro-batch plan, from the memory model (`perf.memory`).
 
 A job (SFT, DPO) whose longest batch is predicted over its memory budget splits each batch into `k` equal
 micro-batches with `k` times the gradient accumulation (the same optimizer steps), then turns on activation
 checkpointing, and fails before training where even that does not fit (`plan_micro_batches`). The trainers apply
-the plan (`trainers.lm_memory.fit_in_memory`); `felix-train estimate` shows it (`estimate.micro_batches`). No torch
+the plan (`trainers.lm_memory.fit_in_memory`); `felix-train estimate` shows it (`felix_train.estimate.micro_batches`). No torch
 here except to read a GPU's memory.
 
 The budget is `HEADROOM` of what the process may use: `FELIX_MEMORY_LIMIT_MB` where set (an operator running
@@ -97,7 +97,7 @@ def plan_for(spec, model_path, *, longest: int, limit_mb: float, batch_size: int
              checkpointing: bool | None = None, baseline_mb: float | None = None) -> MemoryPlan:
     """`plan_micro_batches` for a resolved LLM spec, with the estimate's memory model of `model_path` (the job's
     and `felix-train estimate`'s one rule). DatasetError where nothing fits."""
-    from felix_train.estimate.memory import predict_memory
+    from felix_train.perf.memory import predict_memory
 
     def predict(rows: int, seq_len: int, ckpt: bool) -> float:
         return predict_memory(model_path, family=spec.entry().family.value, training_type=spec.training_type.value,
