@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from felix_train.estimate.counting import Counts, count
-from felix_train.perf.memory import predict_memory
 from felix_train.estimate.table import find_row, resolved_precision
+from felix_train.perf.memory import predict_memory
 from felix_train.perf.micro_batches import rows_per_example
 from felix_train.spec import JobSpec, LengthPolicy
 
@@ -101,13 +101,13 @@ def micro_batches(spec: JobSpec, model_path: Path, *, longest: int, device: str,
     for the longest record; None for other jobs, or on a GPU without `FELIX_MEMORY_LIMIT_MB` (reading the GPU's
     memory would import torch)."""
     from felix_train.errors import DatasetError
-    from felix_train.perf.micro_batches import MEMORY_LIMIT_ENV, memory_limit_mb, plan_for
+    from felix_train.perf.micro_batches import MEMORY_LIMIT_ENV, job_memory_limit_mb, plan_for
 
     if spec.entry().family.value != "causal_lm" or spec.training_algorithm.value not in ("sft", "dpo"):
         return None
     if device != "cpu" and not os.environ.get(MEMORY_LIMIT_ENV):
         return None
-    limit = memory_limit_mb(device)
+    limit = job_memory_limit_mb(device)
     if limit is None:
         return None
     try:

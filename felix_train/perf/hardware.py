@@ -10,7 +10,7 @@ thread policy is applied does not load torch behind the policy's back.
 - `usable_cpus()`: the affinity mask capped by the cgroup quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`),
   whichever is smaller, at least 1. torch counts the machine's cores, which oversubscribes a container.
 - `memory_limit_mb()`: the machine's memory capped by the cgroup limit (v2 `memory.max`, v1
-  `memory.limit_in_bytes`): what a job's micro-batches must fit in (`trainers.lm_memory`).
+  `memory.limit_in_bytes`): what a job's micro-batches must fit in (`perf.micro_batches`).
 - `describe_device()`: one dict for logs, the peak cache and `precision.resolve_precision()`.
 - `device_key()`: a short file-name-safe key for the device (cache files are per device and thread count).
 """

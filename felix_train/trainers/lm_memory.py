@@ -13,20 +13,20 @@ rounding: `tests/trainers/test_lm_memory.py`). Where even one example a micro-ba
 checkpointing is turned on (each layer keeps its input only, ~a third more compute), and where that does not fit
 either, the job fails before training with the longest example's length and what to change.
 
-The plan and its budget are `felix_train.perf.micro_batches`'s (`felix-train estimate` shows the same plan before anything
-is queued); this module applies it to an HF Trainer.
+The plan and its budget are `felix_train.perf.micro_batches`'s (`felix-train estimate` shows the same plan before
+anything is queued); this module applies it to an HF Trainer.
 """
 
 from __future__ import annotations
 
-from felix_train.perf.micro_batches import MemoryPlan, memory_limit_mb, plan_for, rows_per_example
+from felix_train.perf.micro_batches import MemoryPlan, job_memory_limit_mb, plan_for, rows_per_example
 
 
 def fit_in_memory(ctx, trainer, lengths: list[int]) -> MemoryPlan | None:
     """Plan the micro-batches for `trainer` (an HF Trainer not yet trained) and apply the plan to its arguments;
     log it. `lengths`: each training example's padded row length. None (nothing changed) when the limit is unknown.
     """
-    limit = memory_limit_mb(ctx.device)
+    limit = job_memory_limit_mb(ctx.device)
     if limit is None or not lengths:
         return None
     args = trainer.args
