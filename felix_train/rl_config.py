@@ -45,6 +45,12 @@ GRPO_LOSS_TYPES: tuple[str, ...] = get_args(GRPOLossType)
 FELIX_KEYS = frozenset({"reward_type", "chat_template"})
 """`rl_config` keys felix reads itself; every other key is TRL's, with TRL's name and default."""
 
+
+def text_prompts_as_chat(chat_template: bool, tokenizer) -> bool:
+    """Whether text prompts are asked as one user message (`rl_config.chat_template`, where the model has a
+    template): the GRPO trainer's rule and `felix-train eval`'s."""
+    return bool(chat_template) and bool(getattr(tokenizer, "chat_template", None))
+
 GRPOScaleRewards = Literal["group", "batch", "none"]
 GRPO_SCALE_REWARDS: tuple[str, ...] = get_args(GRPOScaleRewards)
 

@@ -107,7 +107,7 @@ class SpanLossSpec(_Strict):
     @property
     def is_gliner2(self) -> bool:
         """True when this is gliner2's own loss (nothing to replace)."""
-        return (self.positive_weight, self.focal_gamma, self.negative_drop) == (1.0, 0.0, 0.5)
+        return self.model_dump() == SpanLossSpec().model_dump()  # the field defaults are gliner2's
 
     def describe(self) -> str:
         return (f"positive_weight {self.positive_weight:g}, focal_gamma {self.focal_gamma:g}, "

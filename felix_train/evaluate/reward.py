@@ -44,6 +44,7 @@ def evaluate_reward(ref: ModelRef, records: list[tuple[int, dict]], *, reward_ty
                     batch_size: int = 8, samples: int = 5, device: str | None = None) -> dict:
     """The reward report (see the module docstring)."""
     from felix_train.rewards import build_reward_funcs, completion_text, extract_final_number, numeric_match
+    from felix_train.rl_config import text_prompts_as_chat
 
     rl = ref.spec.get("rl_config") or {}
     reward_type = reward_type or rl.get("reward_type") or "numeric_match"
@@ -54,8 +55,8 @@ def evaluate_reward(ref: ModelRef, records: list[tuple[int, dict]], *, reward_ty
     t0 = time.perf_counter()
     model, tokenizer = load_causal_lm(ref, device)
     load_s = round(time.perf_counter() - t0, 3)
-    if chat is None:  # as the GRPO trainer renders text prompts (`trainers.grpo.as_chat`)
-        chat = bool(rl.get("chat_template", True)) and bool(getattr(tokenizer, "chat_template", None))
+    if chat is None:  # as the GRPO trainer renders them
+        chat = text_prompts_as_chat(rl.get("chat_template", True), tokenizer)
     prompts = [prompt_ids(r, tokenizer, chat=chat, system=system) for r in rows]
     t0 = time.perf_counter()
     completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size,

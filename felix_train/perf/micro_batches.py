@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from felix_train.catalog import Algorithm
 from felix_train.errors import DatasetError
 
 HEADROOM = 0.85
@@ -91,7 +92,7 @@ def job_memory_limit_mb(device: str) -> float | None:
 
 def rows_per_example(spec) -> int:
     """Batch rows an example takes: a DPO pair is two (chosen and rejected, padded alike), anything else one."""
-    return 2 if spec.training_algorithm.value == "dpo" else 1
+    return 2 if spec.training_algorithm == Algorithm.DPO else 1
 
 
 def plan_for(spec, model_path, *, longest: int, limit_mb: float, batch_size: int | None = None, bf16: bool = False,

@@ -36,7 +36,7 @@ from trl import GRPOConfig
 
 from felix_train.errors import DatasetError, ErrorItem, SpecError
 from felix_train.rewards import build_reward_funcs, parse_reward_type
-from felix_train.rl_config import GRPOParams
+from felix_train.rl_config import GRPOParams, text_prompts_as_chat
 from felix_train.spec import GenerationBackend, LengthPolicy
 from felix_train.trainers.context import ResolvedDataset, TrainContext, TrainResult
 from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
@@ -139,11 +139,6 @@ def _apply_length_policy(ctx: TrainContext, data: Dataset, tokenizer, *, what: s
     return data.select([i for i in range(len(data)) if i not in gone])
 
 
-def as_chat(rl: GRPOParams, tokenizer) -> bool:
-    """Whether text prompts become one user message: `rl_config.chat_template` and the model has a template."""
-    return rl.chat_template and bool(getattr(tokenizer, "chat_template", None))
-
-
 def _setup_data(ctx: TrainContext, tokenizer) -> tuple[Dataset, Dataset | None, dict[str, int]]:
     """(train, eval or None, prompts dropped per dataset): Datasets with `prompt`, the reward columns, source, line."""
     engine = ctx.spec.engine
@@ -165,7 +160,7 @@ def _setup_data(ctx: TrainContext, tokenizer) -> tuple[Dataset, Dataset | None, 
                                "training data has and the rewards may read; add them to the eval data")
         eval_rows = [{k: row[k] for k in keep} for row in rows]
     text = [r for r in all_rows + eval_rows if not isinstance(r["prompt"], list)]
-    if text and as_chat(ctx.spec.rl(), tokenizer):
+    if text and text_prompts_as_chat(ctx.spec.rl().chat_template, tokenizer):
         for row in text:
             row["prompt"] = [{"role": "user", "content": row["prompt"]}]
         ctx.reporter.log(f"prompts: {len(text)} text prompts asked as a user message through the model's chat "
