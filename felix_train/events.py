@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from felix_train.jobs import atomic_write_bytes, utcnow
+from felix_train.jsonl import keep_lines
 
 EVENTS_FILE = "events.jsonl"
 
@@ -156,21 +157,9 @@ def _cut(path: Path, step: int, resumed: dict[str, Any] | None) -> int:
     with _Locked(path), open(path, "rb") as fh:
         last = _last_id(fh)
         fh.seek(0)
-        kept: list[bytes] = []
-        kept_last = 0
-        removed = 0
-        for raw in fh.read().splitlines():
-            try:
-                event = json.loads(raw)
-                ok = (isinstance(event, dict) and isinstance(event.get("id"), int)
-                      and not (isinstance(event.get("step"), int) and event["step"] > step))
-            except ValueError:
-                ok = False
-            if ok:
-                kept.append(raw + b"\n")
-                kept_last = event["id"]
-            else:
-                removed += 1
+        kept, removed = keep_lines(fh.read(), lambda e: isinstance(e.get("id"), int)
+                                   and not (isinstance(e.get("step"), int) and e["step"] > step))
+        kept_last = json.loads(kept[-1])["id"] if kept else 0
         if removed:
             if kept_last != last or resumed is not None:
                 marker = {"id": last if kept_last != last else last + 1, "time": utcnow(),

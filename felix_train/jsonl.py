@@ -7,6 +7,7 @@ message) with `raise ... from err`.
 
 `iter_jsonl_lines(path)` is the same reader for a caller that reports every bad line at once (the
 dataset validator): a bad line yields its `JSONLError` in place of the record, and reading goes on.
+`keep_lines(raw, keep)` filters a file's lines by their objects (the cut of a resumed job's metrics and events).
 `JSONLError.kind` says what is wrong (`invalid_utf8`, `invalid_json`, or `duplicate_key`: a key twice in one
 object, which `json` would read as the last value without a word). `reject_duplicate_keys` is the
 `object_pairs_hook` that refuses such a key, for any JSON reader (specs too). Pure Python: no torch.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,24 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
     """Every `(line_number, record)` of `path` (see `iter_jsonl`)."""
     return list(iter_jsonl(path))
+
+
+def keep_lines(raw: bytes, keep: Callable[[dict], bool]) -> tuple[list[bytes], int]:
+    """(the lines of a JSONL file's bytes whose object `keep` accepts, each ending in a newline; how many
+    others were dropped). A blank line is skipped; a torn or unreadable line, or one that is not an object,
+    counts as dropped. For the job files that a resumed run cuts back to its checkpoint's step."""
+    kept: list[bytes] = []
+    dropped = 0
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            ok = isinstance(record, dict) and bool(keep(record))
+        except ValueError:
+            ok = False
+        if ok:
+            kept.append(line + b"\n")
+        else:
+            dropped += 1
+    return kept, dropped

@@ -17,6 +17,7 @@ from typing import Any
 
 from felix_train.events import EventLevel, EventType, append_event, cut_events
 from felix_train.jobs import JobFolder, JobState, Progress, append_line, atomic_write_bytes, read_json, utcnow
+from felix_train.jsonl import keep_lines
 
 
 def _jsonable(value: Any) -> Any:
@@ -157,20 +158,7 @@ class Reporter:
         path = self.job.metrics_path
         if not self.is_main or not path.exists():
             return 0
-        kept, removed = [], 0
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                    ok = isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
-                except ValueError:
-                    ok = False
-                if ok:
-                    kept.append(raw if raw.endswith(b"\n") else raw + b"\n")
-                else:
-                    removed += 1
+        kept, removed = keep_lines(path.read_bytes(), lambda r: isinstance(r.get("step"), int) and r["step"] <= step)
         if removed:
             atomic_write_bytes(path, b"".join(kept))
         return removed
