@@ -26,7 +26,7 @@ GLINER_MODELS = ("felix/tiny-gliner2", "felix/gliner2-minilm-l6")
 
 SFT = {"lr": 2e-4, "batch_size": 8, "max_length": 512, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
        "warmup": 0.1, "weight_decay": 0.01, "seed": 42}
-GLINER = {"lr": 2e-3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "warmup": 0.1,
+GLINER = {"lr": 2e-3, "encoder_lr": 2e-3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "warmup": 0.1,
           "weight_decay": 0.01, "seed": 42}
 
 
@@ -89,10 +89,12 @@ def bench_gliner(home: Path, work: Path, env: dict, args, model_id: str, model_p
     spec = write_yaml(work / f"{short}.yaml", {
         "base_model": model_id, "datasets": [{"name": NER_DATASET}], "num_epochs": 1, "learning_rate": GLINER["lr"],
         "engine": {"seed": GLINER["seed"], "batch_size": GLINER["batch_size"], "max_steps": steps,
+                   "encoder_learning_rate": GLINER["encoder_lr"],
                    "eval": {"fraction": 0}, "warmup_ratio": GLINER["warmup"], "weight_decay": GLINER["weight_decay"],
                    "lora": {"r": GLINER["lora_r"], "alpha": GLINER["lora_alpha"], "dropout": GLINER["lora_dropout"]}}})
     baseline_args = [str(GLINER_BASELINE), "--model", model_path, "--data", str(data), "--lr", str(GLINER["lr"]),
-                     "--batch-size", str(GLINER["batch_size"]), "--max-steps", str(steps),
+                     "--encoder-lr", str(GLINER["encoder_lr"]), "--batch-size", str(GLINER["batch_size"]),
+                     "--max-steps", str(steps),
                      "--lora-r", str(GLINER["lora_r"]), "--lora-alpha", str(GLINER["lora_alpha"]),
                      "--lora-dropout", str(GLINER["lora_dropout"]), "--warmup", str(GLINER["warmup"]),
                      "--weight-decay", str(GLINER["weight_decay"]), "--seed", str(GLINER["seed"])]

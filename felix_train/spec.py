@@ -91,8 +91,8 @@ class JobSpec(_Strict):
         Epochs, learning rate, per-device batch size, gradient accumulation, max steps, max length and its
         policy, warm-up, weight decay, clipping, seed, precision, LoRA `{r, alpha, dropout, target_modules}`
         (null for `training_type: full`), `rl_config` with every default filled (null for sft), and the budgets
-        (`max_time` in seconds, `max_tokens`). `encoder_learning_rate` null means the trainer's default (GLiNER2:
-        learning_rate / 50 full, / 4 LoRA).
+        (`max_time` in seconds, `max_tokens`). `encoder_learning_rate`: GLiNER2's encoder LR (the catalog's
+        `encoder_lr_ratio` × learning_rate unless set); null for LLMs.
         """
         e = self.engine
         lora = None
@@ -315,16 +315,19 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
         raise SpecError(errors)
 
     # resolve: fill defaults from the catalog
+    learning_rate = spec.learning_rate or entry.learning_rate(algo, spec.training_type)
     updates: dict[str, Any] = {
         "name": spec.name or generate_name(entry.id, algo.value),
         "num_epochs": spec.num_epochs or entry.default_num_epochs,
-        "learning_rate": spec.learning_rate or entry.learning_rate(algo, spec.training_type),
+        "learning_rate": learning_rate,
     }
     if rl_params is not None:
         updates["rl_config"] = rl_params.model_dump(mode="json")
     engine = spec.engine.model_copy(update={
         "batch_size": batch_size,
         "max_length": spec.engine.max_length or entry.default_max_length,
+        "encoder_learning_rate": (spec.engine.encoder_learning_rate
+                                  or entry.encoder_learning_rate(spec.training_type, learning_rate)),
         "lora": spec.engine.lora.model_copy(update={
             "alpha": spec.engine.lora.alpha or 2 * spec.engine.lora.r,
             "target_modules": spec.engine.lora.target_modules or entry.lora_target_modules,

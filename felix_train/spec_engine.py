@@ -132,7 +132,9 @@ class EngineSpec(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    encoder_learning_rate: float | None = Field(None, gt=0, le=1, description="GLiNER2 full training: encoder LR (default learning_rate / 50).")
+    encoder_learning_rate: float | None = Field(None, gt=0, le=1, description="GLiNER2: the encoder's LR (its LoRA "
+                                                 "adapters' under LoRA, its weights' in full training); default: the "
+                                                 "catalog's `encoder_lr_ratio` × learning_rate.")
     max_steps: int | None = Field(None, ge=1, description="Stop after N optimizer steps (overrides num_epochs).")
     max_time: Duration = Field(None, description="Training-time budget: seconds (`30`) or a duration (`\"90s\"`, "
                                "`\"30m\"`, `\"2h\"`), stored as seconds. At the first step boundary past it the job saves a "

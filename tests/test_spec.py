@@ -385,3 +385,18 @@ def test_rl_jobs_take_the_catalogs_per_algorithm_learning_rate_and_rl_defaults(m
     assert mine.learning_rate == 1e-5 and mine.rl_config["beta"] == 0.5  # the spec's own values win
     sft = validate_spec(llm(), check_datasets=False)
     assert sft.learning_rate == entry.default_learning_rate[sft.training_type]
+
+
+def test_gliner2_encoder_learning_rate_is_resolved_from_the_catalogs_ratio(monkeypatch):
+    from felix_train import catalog
+
+    entry = catalog.get_entry(GLINER)
+    monkeypatch.setattr(entry, "encoder_lr_ratio", {catalog.TrainingType.LORA: 0.5, catalog.TrainingType.FULL: 0.05})
+    lora = validate_spec(base(learning_rate=2e-3), check_datasets=False)
+    assert lora.engine.encoder_learning_rate == pytest.approx(1e-3)
+    full = validate_spec(base(training_type="full"), check_datasets=False)
+    assert full.engine.encoder_learning_rate == pytest.approx(full.learning_rate * 0.05)
+    assert full.hyperparameters()["encoder_learning_rate"] == full.engine.encoder_learning_rate
+    mine = validate_spec(base(engine={"encoder_learning_rate": 3e-5}), check_datasets=False)
+    assert mine.engine.encoder_learning_rate == 3e-5  # the spec's own value wins
+    assert validate_spec(llm(), check_datasets=False).engine.encoder_learning_rate is None  # not a GLiNER2 setting

@@ -207,6 +207,17 @@ def test_full_run_statuses_loss_and_metrics(full_job):
     assert sum(1 for r in rows if "eval_f1" in r) == 3
 
 
+def test_the_encoder_trains_at_the_resolved_encoder_learning_rate(full_job):
+    from felix_train import catalog
+
+    job, *_ = full_job
+    ratio = catalog.get_entry("felix/tiny-gliner2").encoder_lr_ratio[catalog.TrainingType.FULL]
+    assert job.read_status()["hyperparameters"]["encoder_learning_rate"] == pytest.approx(5e-3 * ratio)
+    rows = [json.loads(line) for line in job.metrics_path.read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r and r["learning_rate"] > 0]
+    assert steps and all(r["encoder_learning_rate"] == pytest.approx(r["learning_rate"] * ratio) for r in steps)
+
+
 def test_checkpoint_manifests_have_uuids_and_hashes(full_job):
     job, *_ = full_job
     manifests = list_checkpoints(job)

@@ -4,8 +4,8 @@ Mapping of the spec (`training_config`):
 
 - `learning_rate` is the task heads' LR (their weights, or their LoRA adapters where they are
   LoRA targets); `engine.encoder_learning_rate` is the encoder's LR: its LoRA adapters' under
-  LoRA (default `learning_rate / LORA_ENCODER_LR_DIVISOR`), its weights' in full training
-  (default `learning_rate / FULL_ENCODER_LR_DIVISOR`).
+  LoRA, its weights' in full training (the spec resolves it from the catalog's `encoder_lr_ratio`;
+  a spec resolved before that field existed gets the same ratio here).
 - `engine.lora.target_modules` names gliner2 target groups (`lora_targets`): `all-linear` =
   gliner2's default targets (`GLINER2_DEFAULT_TARGETS`: the encoder's query/key/value/dense and
   every linear layer of the task heads); `engine.lora.alpha` defaults to 2 × r.
@@ -41,12 +41,6 @@ TRAINER_STATE = "trainer_state.json"  # step, data position and order, Python/Nu
 # What "all-linear" means for GLiNER2: gliner2's own default LoRA targets (the
 # encoder's query/key/value/dense layers and every linear layer of the task heads).
 GLINER2_DEFAULT_TARGETS = tuple(TrainingConfig().lora_target_modules)
-
-# Encoder LR = learning_rate / divisor unless `engine.encoder_learning_rate` is set. Full
-# training moves the pretrained encoder gently; LoRA adapters start at zero and need more.
-FULL_ENCODER_LR_DIVISOR = 50
-LORA_ENCODER_LR_DIVISOR = 4
-
 
 def precision(spec_precision: str) -> tuple[bool, bool]:
     """(fp16, bf16) for `engine.precision` on this machine."""
@@ -92,7 +86,8 @@ def training_config(ctx: TrainContext) -> TrainingConfig:
         batch_size=eng.batch_size, eval_batch_size=max(eng.batch_size, 8),
         gradient_accumulation_steps=eng.gradient_accumulation_steps,
         task_lr=spec.learning_rate,
-        encoder_lr=eng.encoder_learning_rate or spec.learning_rate / (LORA_ENCODER_LR_DIVISOR if lora else FULL_ENCODER_LR_DIVISOR),
+        encoder_lr=(eng.encoder_learning_rate
+                    or ctx.model.entry.encoder_learning_rate(spec.training_type, spec.learning_rate)),
         weight_decay=eng.weight_decay, max_grad_norm=eng.max_grad_norm,
         scheduler_type="linear", warmup_ratio=eng.warmup_ratio,
         fp16=fp16, bf16=bf16, eval_strategy="no", save_best=False, save_total_limit=0,
