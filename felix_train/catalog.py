@@ -142,11 +142,12 @@ CATALOG: list[BaseModelEntry] = [
         # `bench/quality/tune.py` on make quality's unseen-mention split of wnut17_train.jsonl (1,601 train / 399
         # test records, 230 test mentions none of which occurs in training), 5 epochs, test micro-F1 at the saved
         # thresholds (seeds 42 / 43; the plain token-classification recipe scores 0.482 on the same split):
-        # - full: heads 5e-4 / encoder 1e-5 (gliner2's own rates, with 8x fewer steps than its trainer takes) ended
-        #   at 0.019 on the WNUT-17 test sample (issue 17); heads 2e-3 / encoder 1e-4: 0.436 / 0.425 (0.452 / 0.406
-        #   at 0.5). The encoder moves at the token-classification recipe's rate; the fresh heads as under LoRA.
-        # - LoRA: encoder adapters at 2e-3 / 4 = 5e-4 (kept). At 2e-3: WNUT 0.363 (seed 42), but the quickstart fell
-        #   from 0.852 at 0.5 / 0.894 calibrated to 0.634 / 0.825; at 5e-3 training collapsed (F1 0.000).
+        # - full: heads 5e-4 / encoder 1e-5 (gliner2's own rates, with 8x fewer steps than its trainer takes): 0.192
+        #   (0.000 at 0.5; seed 42); heads 2e-3 / encoder 1e-4: 0.436 / 0.425 (0.452 / 0.406 at 0.5). The encoder
+        #   moves at the token-classification recipe's rate, the fresh heads as under LoRA.
+        # - LoRA: encoder adapters at 2e-3 / 4 = 5e-4 (kept): 0.345 (seed 42). At 2e-3: 0.363 / 0.186 (seeds 42 / 43),
+        #   and the quickstart fell from 0.852 at 0.5 / 0.894 calibrated to 0.634 / 0.825; at 5e-3 training collapsed
+        #   (F1 0.000, seed 42).
         default_learning_rate={TrainingType.LORA: 2e-3, TrainingType.FULL: 2e-3},
         encoder_lr_ratio={TrainingType.LORA: 0.25, TrainingType.FULL: 0.05},
         default_batch_size=8,
