@@ -26,8 +26,8 @@ GLINER_MODELS = ("felix/tiny-gliner2", "felix/gliner2-minilm-l6")
 
 SFT = {"lr": 2e-4, "batch_size": 8, "max_length": 512, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
        "warmup": 0.1, "weight_decay": 0.01, "seed": 42}
-GLINER = {"lr": 2e-3, "encoder_lr": 2e-3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "warmup": 0.1,
-          "weight_decay": 0.01, "seed": 42}
+GLINER = {"lr": 2e-3, "encoder_lr": 2e-3, "batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+          "warmup": 0.1, "weight_decay": 0.01, "seed": 42}
 
 
 # -- SFT -----------------------------------------------------------------------------------------------------------

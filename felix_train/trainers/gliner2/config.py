@@ -4,8 +4,7 @@ Mapping of the spec (`training_config`):
 
 - `learning_rate` is the task heads' LR (their weights, or their LoRA adapters where they are
   LoRA targets); `engine.encoder_learning_rate` is the encoder's LR: its LoRA adapters' under
-  LoRA, its weights' in full training (the spec resolves it from the catalog's `encoder_lr_ratio`;
-  a spec resolved before that field existed gets the same ratio here).
+  LoRA, its weights' in full training (the spec resolves it from the catalog's `encoder_lr_ratio`).
 - `engine.lora.target_modules` names gliner2 target groups (`lora_targets`): `all-linear` =
   gliner2's default targets (`GLINER2_DEFAULT_TARGETS`: the encoder's query/key/value/dense and
   every linear layer of the task heads); `engine.lora.alpha` defaults to 2 × r.
@@ -86,8 +85,7 @@ def training_config(ctx: TrainContext) -> TrainingConfig:
         batch_size=eng.batch_size, eval_batch_size=max(eng.batch_size, 8),
         gradient_accumulation_steps=eng.gradient_accumulation_steps,
         task_lr=spec.learning_rate,
-        encoder_lr=(eng.encoder_learning_rate
-                    or ctx.model.entry.encoder_learning_rate(spec.training_type, spec.learning_rate)),
+        encoder_lr=eng.encoder_learning_rate,
         weight_decay=eng.weight_decay, max_grad_norm=eng.max_grad_norm,
         scheduler_type="linear", warmup_ratio=eng.warmup_ratio,
         fp16=fp16, bf16=bf16, eval_strategy="no", save_best=False, save_total_limit=0,
