@@ -173,6 +173,9 @@ class EngineSpec(_Strict):
     span_loss: SpanLossSpec = Field(default_factory=SpanLossSpec, description="GLiNER2: the span loss (positive "
                                     "weight, focal gamma, negative drop); fields left unset come from the catalog's "
                                     "`default_span_loss`, else gliner2's own loss.")
+    entity_free_share: float = Field(1.0, gt=0, le=1, description="GLiNER2: the share of the entity-free training "
+                                     "records (entity records with no mention of any label) that each epoch trains on, a "
+                                     "new seeded sample every epoch; 1 = all of them every epoch.")
     ner_decoding: Literal["auto", "flat", "nested"] = Field("auto", description="GLiNER2 entities: `flat` keeps, "
         "among overlapping spans of any label, only the highest-scoring one (GLiNER's flat NER); `nested` keeps "
         "gliner2's label-by-label answer; `auto` = flat unless a training record has gold mentions of two labels on "

@@ -90,7 +90,7 @@ def _refuse(measured: list[Measured], spec: JobSpec, datasets: list[ResolvedData
 
 
 def _fill(counts: Counts, spec: JobSpec, train: dict[str, PolicyCount], held: dict[str, PolicyCount],
-          names: list[str], *, hf: bool, unit: str) -> Counts:
+          names: list[str], *, hf: bool, unit: str, epoch_records: int | None = None) -> Counts:
     counts.unit = unit
     for name in names:
         counts.per_dataset[name] = {"train": train.get(name, PolicyCount()).to_json(),
@@ -101,9 +101,15 @@ def _fill(counts: Counts, spec: JobSpec, train: dict[str, PolicyCount], held: di
     counts.eval_records = sum(c.records for c in held.values())
     counts.train_tokens = sum(c.tokens for c in train.values())
     counts.mean_length = counts.train_tokens / counts.train_records if counts.train_records else 0.0
-    counts.steps_per_epoch, counts.total_steps, counts.epochs = schedule(spec, counts.train_records, hf=hf)
-    counts.trained_records = _records_trained(spec, counts.train_records, counts.steps_per_epoch, counts.total_steps,
-                                              hf=hf)
+    per_epoch = counts.train_records if epoch_records is None else epoch_records
+    counts.steps_per_epoch, counts.total_steps, counts.epochs = schedule(spec, per_epoch, hf=hf)
+    counts.trained_records = _records_trained(spec, per_epoch, counts.steps_per_epoch, counts.total_steps, hf=hf)
+    if per_epoch != counts.train_records:  # GLiNER2's entity_free_share: each epoch a sample of the records
+        counts.trained_tokens = round(counts.trained_records * counts.mean_length)
+        counts.exact = False
+        counts.notes.append(f"engine.entity_free_share: {per_epoch} of the {counts.train_records} training records per "
+                            "epoch; their words are estimated at the mean length")
+        return counts
     full, rest = divmod(counts.total_steps, counts.steps_per_epoch)
     counts.trained_tokens = full * counts.train_tokens
     if rest:  # a partial epoch: its records depend on the epoch order; the mean stands in
@@ -116,7 +122,7 @@ def _fill(counts: Counts, spec: JobSpec, train: dict[str, PolicyCount], held: di
 # -- GLiNER2 ------------------------------------------------------------------------------------------------------
 
 def count_gliner2(spec: JobSpec, datasets: list[ResolvedDataset], eval_ds: ResolvedDataset | None) -> Counts:
-    from felix_train.trainers.gliner2.data import entity_labels, fill_entity_labels, read_records
+    from felix_train.trainers.gliner2.data import entity_free, entity_labels, epoch_size, fill_entity_labels, read_records
     from felix_train.trainers.gliner2.split import split_eval
 
     eng = spec.engine
@@ -160,7 +166,9 @@ def count_gliner2(spec: JobSpec, datasets: list[ResolvedDataset], eval_ds: Resol
         train_c[name].reasons = dict(before[name].reasons)
     if eval_ds is not None:
         held_c = apply_policy([m for m, _ in loaded[eval_ds.name]], policy=policy, max_length=eng.max_length)[0]
-    counts = _fill(counts, spec, train_c, held_c, [d.name for d in datasets], hf=False, unit="words")
+    n_free = sum(entity_free(rec) for tr, _ in parts.values() for rec in tr) if eng.entity_free_share < 1 else 0
+    counts = _fill(counts, spec, train_c, held_c, [d.name for d in datasets], hf=False, unit="words",
+                   epoch_records=epoch_size(sum(c.records for c in train_c.values()), n_free, eng.entity_free_share))
     counts.max_length_seen = max((m.length for m in measured), default=0)
     return counts
 

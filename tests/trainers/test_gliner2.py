@@ -337,11 +337,13 @@ def test_stop_request_checkpoints_and_cancels(home):
     assert f"stop requested at step {last.step}" in job.log_path.read_text()
 
 
-@pytest.mark.parametrize("kind", ["full", "lora"])
+@pytest.mark.parametrize("kind", ["full", "lora", "full-entity-free-half"])
 def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(kind, home, tmp_path):
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec(num_epochs=4, training_type=kind, engine={"save_steps": 7})))
-    job = JobFolder(f"g2-sigterm-{kind}", home)
+    share = {"entity_free_share": 0.5} if kind.endswith("half") else {}  # each epoch a sample of the free records
+    kind = kind.split("-")[0]
+    spec_path.write_text(json.dumps(spec(num_epochs=4, training_type=kind, engine={"save_steps": 7, **share})))
+    job = JobFolder(f"g2-sigterm-{kind}{'-half' if share else ''}", home)
     env = {**os.environ, "FELIX_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", job.id]
@@ -363,7 +365,7 @@ def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(kind, home, tmp_
     log = job.log_path.read_text()
     assert f"resumed at step {preempted_at}" in log
 
-    reference = JobFolder(f"g2-sigterm-{kind}-ref", home)
+    reference = JobFolder(f"{job.id}-ref", home)
     assert run_job(json.loads(spec_path.read_text()), job_id=reference.id, home=home) == ExitCode.COMPLETE
     if kind == "full":
         assert max_diff(weights(job.model_dir), weights(reference.model_dir)) <= 1e-6
@@ -482,7 +484,8 @@ def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
 
     def trainer():
         return SimpleNamespace(_order_override={}, _lengths=None, global_batch_size=8,
-                               config=SimpleNamespace(seed=42), train_dataset=[(t, {}) for t in texts])
+                               config=SimpleNamespace(seed=42), train_dataset=[(t, {}) for t in texts],
+                               ctx=SimpleNamespace(spec=SimpleNamespace(engine=SimpleNamespace(entity_free_share=1.0))))
 
     order = FelixGLiNER2Trainer.epoch_order(trainer(), 0)
     assert sorted(order) == list(range(len(texts)))  # every record once
@@ -499,6 +502,44 @@ def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
     resumed = trainer()
     resumed._order_override = {3: order}
     assert FelixGLiNER2Trainer.epoch_order(resumed, 3) == order  # a resumed epoch keeps its recorded order
+
+
+def test_entity_free_share_samples_the_entity_free_records_anew_each_epoch():
+    from felix_train.trainers.gliner2.data import entity_free, epoch_order, epoch_size
+
+    records = make_records(300, seed=3)
+    filled = [{**r, "output": {"entities": {**dict.fromkeys(LABELS, []), **r["output"]["entities"]}}} for r in records]
+    free = [i for i, r in enumerate(filled) if entity_free(r)]
+    assert 60 < len(free) < 150  # two of the six templates name no entity
+    assert not entity_free({"input": "x", "output": {"entities": {"person": []}, "classifications": [{"task": "t"}]}})
+    lengths = [len(r["input"].split()) for r in filled]
+    size = epoch_size(len(filled), len(free), 0.25)
+    assert size == len(filled) - len(free) + round(0.25 * len(free))
+    orders = [epoch_order(lengths, 8, seed=7, epoch=e, entity_free=free, entity_free_share=0.25) for e in range(3)]
+    for order in orders:
+        assert len(order) == len(set(order)) == size
+        assert set(range(len(filled))) - set(free) <= set(order)  # every record with an entity, every epoch
+    samples = [frozenset(order) & frozenset(free) for order in orders]
+    assert len(set(samples)) == 3  # a new sample of the entity-free records each epoch
+    assert orders[0] == epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free, entity_free_share=0.25)
+    # share 1 is the plain order, draw for draw
+    assert epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free) == epoch_order(lengths, 8, seed=7, epoch=0)
+
+
+def test_entity_free_share_shortens_the_epochs_in_the_job_and_its_estimate(home):
+    from felix_train.estimate.counting import count
+    from felix_train.spec import validate_spec
+
+    body = spec(num_epochs=2, engine={"entity_free_share": 0.5})
+    estimate = count(validate_spec(body), home=home)
+    job = JobFolder("g2-entity-free-half", home)
+    assert run_job(body, job_id=job.id, home=home) == ExitCode.COMPLETE
+    log = job.log_path.read_text()
+    per_epoch = int(re.search(r"\((\d+) per epoch: engine.entity_free_share 0.5 of the (\d+) entity-free\)", log)[1])
+    train = int(re.search(r"(\d+) train / \d+ eval records", log)[1])
+    assert per_epoch < train
+    assert list_checkpoints(job)[-1].step == 2 * -(-per_epoch // 8) == estimate.total_steps
+    assert estimate.trained_records == 2 * per_epoch and not estimate.exact
 
 
 def test_read_records_names_the_bad_line(tmp_path):

@@ -13,8 +13,8 @@ next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for ins
 
 `epoch_order` length-groups the records: each epoch a seeded permutation cut into windows of 50
 batches, each window sorted by length, then the full batches in random order and a short last
-batch last; every record once per epoch, the order a function of (seed, epoch, global batch)
-alone. Pure Python at import (torch and transformers load inside `epoch_order`).
+batch last; every record once per epoch (`engine.entity_free_share` < 1: a new seeded sample of
+the entity-free records), the order a function of (seed, epoch, global batch) alone. Pure Python at import (torch and transformers load inside `epoch_order`).
 """
 
 from __future__ import annotations
@@ -188,11 +188,27 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int) -> list[int]:
+def entity_free(record: dict) -> bool:
+    """True for an entity record with no mention of any label and no other task (no classification, relation...)."""
+    output = record.get("output") or {}
+    ents = output.get("entities")
+    return (isinstance(ents, dict) and not any(ents.values())
+            and all(key in ("entities", "entity_descriptions") or not value for key, value in output.items()))
+
+
+def epoch_size(num_records: int, num_entity_free: int, entity_free_share: float) -> int:
+    """Records in every epoch: all of them but the entity-free records left out (`engine.entity_free_share`)."""
+    return num_records - num_entity_free + round(entity_free_share * num_entity_free)
+
+
+def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int, entity_free: list[int] | None = None,
+                entity_free_share: float = 1.0) -> list[int]:
     """The length-grouped record order of epoch `epoch` over records of `lengths` words, in batches of `batch_size`.
 
     `felix_train.data.grouping.length_grouped_order` with transformers' mega-batches: batches of similar
     length (a batch's span grid is max words × max span width), in random order, seeded by (seed, epoch).
+    With `entity_free_share` < 1, the epoch holds every record but a seeded sample of the `entity_free`
+    indices (`epoch_size` records; a new sample each epoch), drawn from the same generator first.
 
     Not gliner2's `LengthGroupedSampler`: it shares the idea but sorts ascending, keeps the longest
     records of the last window for the short batch and seeds `seed + epoch`, so every order, and every
@@ -204,4 +220,9 @@ def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int) -
     from felix_train.data.grouping import length_grouped_order
 
     g = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
-    return length_grouped_order(lengths, batch_size, generator=g)
+    if not entity_free or entity_free_share >= 1.0:
+        return length_grouped_order(lengths, batch_size, generator=g)
+    keep = round(entity_free_share * len(entity_free))
+    left_out = {entity_free[i] for i in torch.randperm(len(entity_free), generator=g)[keep:].tolist()}
+    pool = [i for i in range(len(lengths)) if i not in left_out]
+    return [pool[j] for j in length_grouped_order([lengths[i] for i in pool], batch_size, generator=g)]

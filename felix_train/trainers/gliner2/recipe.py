@@ -66,7 +66,11 @@ def run(ctx: TrainContext) -> TrainResult:
                          level="WARN")
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
-    reporter.log(f"{len(data.train)} train / {len(data.eval)} eval records; batch {config.batch_size} × accumulation "
+    share = spec.engine.entity_free_share
+    reporter.log(f"{len(data.train)} train / {len(data.eval)} eval records"
+                 + (f" ({trainer.epoch_size} per epoch: engine.entity_free_share {share:g} of the "
+                    f"{len(trainer.entity_free)} entity-free)" if share < 1 else "")
+                 + f"; batch {config.batch_size} × accumulation "
                  f"{config.gradient_accumulation_steps}" + (f" × {trainer.world} processes" if trainer.world > 1 else "")
                  + f"; {trainer.total_steps} steps over {trainer.num_epochs} epoch(s); "
                  f"LR task {config.task_lr:g} encoder{' LoRA' if lora else ''} {config.encoder_lr:g}"

@@ -134,9 +134,10 @@ def restore(trainer, folder: Path) -> Position:
         )
     if state.get("batch") and state.get("epoch_order"):
         order = state["epoch_order"]
-        if sorted(order) != list(range(len(trainer.train_dataset))):
-            raise FelixError(f"checkpoint {folder.name}: its epoch order is not a permutation of this run's "
-                             f"{len(trainer.train_dataset)} training records; start a new job")
+        n = len(trainer.train_dataset)
+        if len(order) != trainer.epoch_size or len(set(order)) != len(order) or not all(0 <= i < n for i in order):
+            raise FelixError(f"checkpoint {folder.name}: its epoch order is not {trainer.epoch_size} distinct records "
+                             f"of this run's {n} training records; start a new job")
         trainer._order_override[state["epoch"]] = order  # the rest of that epoch as it was begun
     torch_state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=True)
     trainer.optimizer.load_state_dict(torch_state["optimizer"])

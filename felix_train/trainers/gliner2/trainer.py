@@ -25,6 +25,7 @@ from felix_train.trainers.context import TrainContext, distributed
 from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.gliner2.config import ADAPTER_DIR, MODEL_DIR
 from felix_train.trainers.gliner2.data import PreparedData
+from felix_train.trainers.gliner2.data import entity_free, epoch_size
 from felix_train.trainers.gliner2.data import epoch_order as length_grouped_order
 from felix_train.trainers.gliner2.model import lora_plan
 from felix_train.trainers.gliner2.state import Position
@@ -64,6 +65,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self._total_steps: int | None = None  # set by `restore` when the checkpoint had another global batch
         self._zero_loss_now = False  # a rank with no record of a short last batch: its stand-in counts for nothing
         self._lengths: list[int] | None = None  # words per training record, for length-grouped batches
+        self._entity_free: list[int] | None = None  # indices of the entity-free training records
         self._order_override: dict[int, list[int]] = {}  # epoch -> the order a resumed checkpoint recorded
         super().__init__(model, config)
         if ctx.device == "cpu":  # torch's CPU bernoulli_ is slow (fast_dropout); the same Bernoulli masks
@@ -214,8 +216,21 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         return self.config.batch_size * self.world
 
     @property
+    def entity_free(self) -> list[int]:
+        """Indices of the entity-free training records (`data.entity_free`), sampled by `engine.entity_free_share`."""
+        if self._entity_free is None:
+            self._entity_free = [i for i, rec in enumerate(self.data.train) if entity_free(rec)]
+        return self._entity_free
+
+    @property
+    def epoch_size(self) -> int:
+        """Records per epoch: all but the entity-free records `engine.entity_free_share` leaves out."""
+        share = self.ctx.spec.engine.entity_free_share
+        return epoch_size(len(self.train_dataset), len(self.entity_free) if share < 1 else 0, share)
+
+    @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_dataset) / self.global_batch_size)
+        return math.ceil(self.epoch_size / self.global_batch_size)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -245,7 +260,9 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
             return list(self._order_override[epoch])
         if self._lengths is None:
             self._lengths = [len(text.split()) for text, _ in (self.train_dataset[i] for i in range(len(self.train_dataset)))]
-        return length_grouped_order(self._lengths, self.global_batch_size, seed=self.config.seed, epoch=epoch)
+        share = self.ctx.spec.engine.entity_free_share
+        return length_grouped_order(self._lengths, self.global_batch_size, seed=self.config.seed, epoch=epoch,
+                                    entity_free=self.entity_free if share < 1 else None, entity_free_share=share)
 
     def setup_optimization(self) -> None:
         self.optimizer = self._create_optimizer()
