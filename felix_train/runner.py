@@ -189,10 +189,19 @@ def _run_here(resolved: JobSpec, *, job_id: str, home, echo: bool, is_main: bool
 
 
 def _reopen(job: JobFolder, resolved: JobSpec, reporter: Reporter) -> JobSpec:
-    """A rerun of an existing job keeps its stored name; a different spec is refused."""
+    """A rerun of an existing job keeps its stored name; a different spec is refused.
+
+    The stored spec is read through today's `JobSpec` first, so a field added to the spec since the job was
+    written (absent from its `spec.json`) takes its default on both sides rather than refusing the rerun:
+    a new field's default is the behaviour of the code that wrote the job.
+    """
     stored = job.read_spec()
     if stored is None:
         return resolved
+    try:
+        stored = spec_from_json(stored).to_json()
+    except ValueError:  # a spec.json today's model refuses: compared as written, which refuses the rerun
+        pass
     new = resolved.to_json()
     ignore = {"name"}
     diff = sorted(k for k in set(stored) | set(new) if k not in ignore and stored.get(k) != new.get(k))
