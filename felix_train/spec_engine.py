@@ -176,6 +176,10 @@ class EngineSpec(_Strict):
     entity_free_share: float = Field(1.0, gt=0, le=1, description="GLiNER2: the share of the entity-free training "
                                      "records (entity records with no mention of any label) that each epoch trains on, a "
                                      "new seeded sample every epoch; 1 = all of them every epoch.")
+    mention_replacement: float = Field(0.0, ge=0, le=1, description="GLiNER2: each epoch, each distinct mention of a "
+                                       "training record is, with this probability, replaced in the text by another "
+                                       "training mention of its label (Dai & Adel 2020), so the model learns entities "
+                                       "from their context; 0 = off.")
     ner_decoding: Literal["auto", "flat", "nested"] = Field("auto", description="GLiNER2 entities: `flat` keeps, "
         "among overlapping spans of any label, only the highest-scoring one (GLiNER's flat NER); `nested` keeps "
         "gliner2's label-by-label answer; `auto` = flat unless a training record has gold mentions of two labels on "

@@ -337,13 +337,14 @@ def test_stop_request_checkpoints_and_cancels(home):
     assert f"stop requested at step {last.step}" in job.log_path.read_text()
 
 
-@pytest.mark.parametrize("kind", ["full", "lora", "full-entity-free-half"])
+@pytest.mark.parametrize("kind", ["full", "lora", "full-sampled"])
 def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(kind, home, tmp_path):
     spec_path = tmp_path / "spec.json"
-    share = {"entity_free_share": 0.5} if kind.endswith("half") else {}  # each epoch a sample of the free records
+    # sampled: each epoch draws a sample of the entity-free records and its mention replacements anew
+    share = {"entity_free_share": 0.5, "mention_replacement": 0.5} if kind.endswith("sampled") else {}
     kind = kind.split("-")[0]
     spec_path.write_text(json.dumps(spec(num_epochs=4, training_type=kind, engine={"save_steps": 7, **share})))
-    job = JobFolder(f"g2-sigterm-{kind}{'-half' if share else ''}", home)
+    job = JobFolder(f"g2-sigterm-{kind}{'-sampled' if share else ''}", home)
     env = {**os.environ, "FELIX_HOME": str(home), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "felix_train", str(spec_path), "--job-id", job.id]
@@ -502,6 +503,27 @@ def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
     resumed = trainer()
     resumed._order_override = {3: order}
     assert FelixGLiNER2Trainer.epoch_order(resumed, 3) == order  # a resumed epoch keeps its recorded order
+
+
+def test_the_trainer_feeds_mention_replaced_records_drawn_per_seed_epoch_and_record():
+    from types import SimpleNamespace
+
+    from felix_train.trainers.gliner2 import FelixGLiNER2Trainer
+
+    records = make_records(40, seed=5)
+
+    def trainer(p):
+        return SimpleNamespace(ctx=SimpleNamespace(spec=SimpleNamespace(engine=SimpleNamespace(mention_replacement=p))),
+                               config=SimpleNamespace(seed=42), data=SimpleNamespace(train=records),
+                               train_dataset=[(r["input"], r["output"]) for r in records], _mention_pool=None)
+
+    item = FelixGLiNER2Trainer.train_item
+    plain = [item(trainer(0.0), i, 0) for i in range(40)]
+    assert plain == [(r["input"], r["output"]) for r in records]
+    swapped = [item(trainer(1.0), i, 0) for i in range(40)]
+    assert sum(a != b for a, b in zip(plain, swapped)) > 20  # every record with a mention
+    assert swapped == [item(trainer(1.0), i, 0) for i in range(40)]  # a resumed epoch draws the same
+    assert swapped != [item(trainer(1.0), i, 1) for i in range(40)]  # the next epoch draws anew
 
 
 def test_entity_free_share_samples_the_entity_free_records_anew_each_epoch():

@@ -6,7 +6,8 @@ The package is shaped like gliner2's `gliner2/training/`, one concern per module
 - `config.py`: the spec mapped onto gliner2's `TrainingConfig` (LRs, LoRA targets, precision),
   the checkpoint file names, `check_launch` (DDP only);
 - `data.py`: records (through `felix_train.jsonl`), label lists, the length policy and the
-  length-grouped epoch order;
+  length-grouped epoch order (with `engine.entity_free_share`'s sample of the entity-free records);
+- `augment.py`: mention replacement (`engine.mention_replacement`), drawn anew each epoch;
 - `split.py`: the eval split (unseen-mention by default, else random) and the training mentions;
 - `labels.py`: label names as the model is asked (verbalised) and their descriptions, both ways;
 - `model.py`: loading, the entity count loss gliner2 2.1.0 skips, label sampling, the LoRA plan;

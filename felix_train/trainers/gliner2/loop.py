@@ -85,7 +85,7 @@ def fit(trainer, pos: Position, *, resumed_from: str | None = None) -> tuple[Out
                 # a short last batch can leave this rank no record: it runs one of the batch with its loss
                 # times 0 (DDP needs every rank's backward), counted nowhere
                 trainer._zero_loss_now = not real
-                batch = trainer.train_collator([trainer.train_dataset[i] for i in idx or chunk[:1]])
+                batch = trainer.train_collator([trainer.train_item(i, pos.epoch) for i in idx or chunk[:1]])
                 pos.batch += 1
                 last_in_epoch = pos.batch == nb
                 try:

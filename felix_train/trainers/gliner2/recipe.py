@@ -70,6 +70,7 @@ def run(ctx: TrainContext) -> TrainResult:
     reporter.log(f"{len(data.train)} train / {len(data.eval)} eval records"
                  + (f" ({trainer.epoch_size} per epoch: engine.entity_free_share {share:g} of the "
                     f"{len(trainer.entity_free)} entity-free)" if share < 1 else "")
+                 + (f"; mention replacement {spec.engine.mention_replacement:g}" if spec.engine.mention_replacement else "")
                  + f"; batch {config.batch_size} × accumulation "
                  f"{config.gradient_accumulation_steps}" + (f" × {trainer.world} processes" if trainer.world > 1 else "")
                  + f"; {trainer.total_steps} steps over {trainer.num_epochs} epoch(s); "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import random
 from pathlib import Path
 
 import torch
@@ -24,8 +25,8 @@ from felix_train.errors import FelixError
 from felix_train.trainers.context import TrainContext, distributed
 from felix_train.trainers.fast_dropout import use_fast_cpu_dropout
 from felix_train.trainers.gliner2.config import ADAPTER_DIR, MODEL_DIR
-from felix_train.trainers.gliner2.data import PreparedData
-from felix_train.trainers.gliner2.data import entity_free, epoch_size
+from felix_train.trainers.gliner2.augment import mention_pool, replace_mentions
+from felix_train.trainers.gliner2.data import PreparedData, entity_free, epoch_size
 from felix_train.trainers.gliner2.data import epoch_order as length_grouped_order
 from felix_train.trainers.gliner2.model import lora_plan
 from felix_train.trainers.gliner2.state import Position
@@ -66,6 +67,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         self._zero_loss_now = False  # a rank with no record of a short last batch: its stand-in counts for nothing
         self._lengths: list[int] | None = None  # words per training record, for length-grouped batches
         self._entity_free: list[int] | None = None  # indices of the entity-free training records
+        self._mention_pool: dict[str, list[str]] | None = None  # label -> training mentions (mention_replacement)
         self._order_override: dict[int, list[int]] = {}  # epoch -> the order a resumed checkpoint recorded
         super().__init__(model, config)
         if ctx.device == "cpu":  # torch's CPU bernoulli_ is slow (fast_dropout); the same Bernoulli masks
@@ -263,6 +265,18 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
         share = self.ctx.spec.engine.entity_free_share
         return length_grouped_order(self._lengths, self.global_batch_size, seed=self.config.seed, epoch=epoch,
                                     entity_free=self.entity_free if share < 1 else None, entity_free_share=share)
+
+    def train_item(self, index: int, epoch: int) -> tuple[str, dict]:
+        """Training record `index` as the collator takes it, in epoch `epoch`: with `engine.mention_replacement`,
+        its mentions swapped as `augment.replace_mentions` draws for (seed, epoch, index)."""
+        p = self.ctx.spec.engine.mention_replacement
+        if p <= 0:
+            return self.train_dataset[index]
+        if self._mention_pool is None:
+            self._mention_pool = mention_pool(self.data.train)
+        rng = random.Random(f"{self.config.seed}:{epoch}:{index}")
+        record = replace_mentions(self.data.train[index], self._mention_pool, p, rng)
+        return record["input"], record["output"]
 
     def setup_optimization(self) -> None:
         self.optimizer = self._create_optimizer()
