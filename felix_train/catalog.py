@@ -68,6 +68,9 @@ class BaseModelEntry(BaseModel):
     default_span_loss: dict[str, float] = Field(
         default_factory=dict, description="GLiNER2: `engine.span_loss` fields the spec leaves unset (empty: gliner2's own loss)."
     )
+    default_entity_free_share: float = Field(
+        1.0, description="GLiNER2: `engine.entity_free_share` where the spec sets none (1: every entity-free record, "
+                         "every epoch).")
     rl_defaults: dict[str, dict] = Field(
         default_factory=dict, description="Per-algorithm rl_config defaults that override TRL's for this model."
     )

@@ -92,7 +92,8 @@ class JobSpec(_Strict):
         policy, warm-up, weight decay, clipping, seed, precision, LoRA `{r, alpha, dropout, target_modules}`
         (null for `training_type: full`), `rl_config` with every default filled (null for sft), and the budgets
         (`max_time` in seconds, `max_tokens`). `encoder_learning_rate`: GLiNER2's encoder LR (the catalog's
-        `encoder_lr_ratio` × learning_rate unless set); null for LLMs.
+        `encoder_lr_ratio` × learning_rate unless set) and `entity_free_share` (the catalog's
+        `default_entity_free_share` unless set); null for LLMs.
         """
         e = self.engine
         lora = None
@@ -104,7 +105,8 @@ class JobSpec(_Strict):
             "gradient_accumulation_steps": e.gradient_accumulation_steps, "max_steps": e.max_steps,
             "max_length": e.max_length, "length_policy": e.length_policy.value, "warmup_ratio": e.warmup_ratio,
             "weight_decay": e.weight_decay, "max_grad_norm": e.max_grad_norm, "seed": e.seed,
-            "precision": e.precision, "encoder_learning_rate": e.encoder_learning_rate, "lora": lora,
+            "precision": e.precision, "encoder_learning_rate": e.encoder_learning_rate,
+            "entity_free_share": e.entity_free_share, "lora": lora,
             "rl_config": self.rl_config, "max_time": e.max_time, "max_tokens": e.max_tokens,
         }
 
@@ -333,6 +335,8 @@ def validate_spec(data: dict | JobSpec, *, home: str | os.PathLike | None = None
             "target_modules": spec.engine.lora.target_modules or entry.lora_target_modules,
         }),
         "span_loss": SpanLossSpec(**{**entry.default_span_loss, **spec.engine.span_loss.model_dump(exclude_unset=True)}),
+        "entity_free_share": (spec.engine.entity_free_share or entry.default_entity_free_share
+                              if entry.family == ModelFamily.GLINER2 else None),
     })
     updates["engine"] = engine
     resolved = spec.model_copy(update=updates)

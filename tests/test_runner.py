@@ -116,7 +116,7 @@ def test_a_job_written_before_a_spec_field_existed_still_resumes(fake):
     assert run_job(spec("preempt"), job_id="j5b") == ExitCode.PREEMPTED
     job = JobFolder("j5b")
     stored = json.loads(job.spec_path.read_text())
-    del stored["engine"]["entity_free_share"]  # as written by the code before the field was added
+    del stored["engine"]["mention_replacement"]  # as written by the code before the field was added
     job.spec_path.write_text(json.dumps(stored))
     assert run_job(spec("preempt"), job_id="j5b") == ExitCode.COMPLETE
     assert SEEN["resume_from"] == 3

@@ -400,3 +400,17 @@ def test_gliner2_encoder_learning_rate_is_resolved_from_the_catalogs_ratio(monke
     mine = validate_spec(base(engine={"encoder_learning_rate": 3e-5}), check_datasets=False)
     assert mine.engine.encoder_learning_rate == 3e-5  # the spec's own value wins
     assert validate_spec(llm(), check_datasets=False).engine.encoder_learning_rate is None  # not a GLiNER2 setting
+
+
+def test_gliner2_entity_free_share_is_resolved_from_the_catalog(monkeypatch):
+    from felix_train import catalog
+
+    assert validate_spec(base(), check_datasets=False).engine.entity_free_share == 1.0  # the tiny model: every record
+    monkeypatch.setattr(catalog.get_entry(GLINER), "default_entity_free_share", 0.25)
+    resolved = validate_spec(base(), check_datasets=False)
+    assert resolved.engine.entity_free_share == 0.25 and resolved.hyperparameters()["entity_free_share"] == 0.25
+    assert validate_spec(base(engine={"entity_free_share": 1}), check_datasets=False).engine.entity_free_share == 1
+    assert validate_spec(llm(), check_datasets=False).engine.entity_free_share is None  # not an LLM setting
+    with pytest.raises(SpecError) as err:
+        validate_spec(base(engine={"entity_free_share": 0}), check_datasets=False)
+    assert err.value.errors[0].loc == ("engine", "entity_free_share")
