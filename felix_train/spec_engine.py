@@ -173,10 +173,11 @@ class EngineSpec(_Strict):
     span_loss: SpanLossSpec = Field(default_factory=SpanLossSpec, description="GLiNER2: the span loss (positive "
                                     "weight, focal gamma, negative drop); fields left unset come from the catalog's "
                                     "`default_span_loss`, else gliner2's own loss.")
-    entity_free_share: float | None = Field(None, gt=0, le=1, description="GLiNER2: the share of the entity-free "
-                                            "training records (entity records with no mention of any label) each epoch "
-                                            "trains on, a new seeded sample every epoch; 1 = all of them; default from "
-                                            "the catalog (`default_entity_free_share`).")
+    entity_free_share: float | None = Field(None, gt=0, le=1, description="GLiNER2: the most that entity-free "
+                                            "training records (entity records with no mention of any label) may make up "
+                                            "of an epoch; where the data holds more, each epoch trains on a new seeded "
+                                            "sample of them; 1 = all of them; default from the catalog "
+                                            "(`default_entity_free_share`).")
     mention_replacement: float = Field(0.0, ge=0, le=1, description="GLiNER2: each epoch, each distinct mention of a "
                                        "training record is, with this probability, replaced in the text by another "
                                        "training mention of its label (Dai & Adel 2020), so the model learns entities "

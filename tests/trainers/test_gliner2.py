@@ -341,7 +341,7 @@ def test_stop_request_checkpoints_and_cancels(home):
 def test_sigterm_preempts_and_rerun_resumes_to_the_same_weights(kind, home, tmp_path):
     spec_path = tmp_path / "spec.json"
     # sampled: each epoch draws a sample of the entity-free records and its mention replacements anew
-    share = {"entity_free_share": 0.5, "mention_replacement": 0.5} if kind.endswith("sampled") else {}
+    share = {"entity_free_share": 0.2, "mention_replacement": 0.5} if kind.endswith("sampled") else {}
     kind = kind.split("-")[0]
     spec_path.write_text(json.dumps(spec(num_epochs=4, training_type=kind, engine={"save_steps": 7, **share})))
     job = JobFolder(f"g2-sigterm-{kind}{'-sampled' if share else ''}", home)
@@ -526,8 +526,8 @@ def test_the_trainer_feeds_mention_replaced_records_drawn_per_seed_epoch_and_rec
     assert swapped != [item(trainer(1.0), i, 1) for i in range(40)]  # the next epoch draws anew
 
 
-def test_entity_free_share_samples_the_entity_free_records_anew_each_epoch():
-    from felix_train.trainers.gliner2.data import entity_free, epoch_order, epoch_size
+def test_entity_free_share_caps_the_entity_free_records_of_an_epoch_with_a_new_sample_each_epoch():
+    from felix_train.trainers.gliner2.data import entity_free, entity_free_kept, epoch_order, epoch_size
 
     records = make_records(300, seed=3)
     filled = [{**r, "output": {"entities": {**dict.fromkeys(LABELS, []), **r["output"]["entities"]}}} for r in records]
@@ -535,31 +535,38 @@ def test_entity_free_share_samples_the_entity_free_records_anew_each_epoch():
     assert 60 < len(free) < 150  # two of the six templates name no entity
     assert not entity_free({"input": "x", "output": {"entities": {"person": []}, "classifications": [{"task": "t"}]}})
     lengths = [len(r["input"].split()) for r in filled]
-    size = epoch_size(len(filled), len(free), 0.25)
-    assert size == len(filled) - len(free) + round(0.25 * len(free))
-    orders = [epoch_order(lengths, 8, seed=7, epoch=e, entity_free=free, entity_free_share=0.25) for e in range(3)]
+    with_entities = len(filled) - len(free)
+    kept = entity_free_kept(len(filled), len(free), 0.2)
+    assert kept == round(with_entities / 4) and epoch_size(len(filled), len(free), 0.2) == with_entities + kept
+    orders = [epoch_order(lengths, 8, seed=7, epoch=e, entity_free=free, entity_free_share=0.2) for e in range(3)]
     for order in orders:
-        assert len(order) == len(set(order)) == size
+        assert len(order) == len(set(order)) == with_entities + kept
         assert set(range(len(filled))) - set(free) <= set(order)  # every record with an entity, every epoch
+        assert len(set(order) & set(free)) / len(order) == pytest.approx(0.2, abs=0.01)  # the most they may be
     samples = [frozenset(order) & frozenset(free) for order in orders]
     assert len(set(samples)) == 3  # a new sample of the entity-free records each epoch
-    assert orders[0] == epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free, entity_free_share=0.25)
-    # share 1 is the plain order, draw for draw
-    assert epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free) == epoch_order(lengths, 8, seed=7, epoch=0)
+    assert orders[0] == epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free, entity_free_share=0.2)
+    # data within the share (here about a third are entity-free) and share 1 keep the plain order, draw for draw
+    plain = epoch_order(lengths, 8, seed=7, epoch=0)
+    assert entity_free_kept(len(filled), len(free), 0.5) == len(free)
+    assert epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free, entity_free_share=0.5) == plain
+    assert epoch_order(lengths, 8, seed=7, epoch=0, entity_free=free, entity_free_share=1.0) == plain
+    assert entity_free_kept(10, 10, 0.2) == 10  # nothing but entity-free records: nothing to balance against
 
 
 def test_entity_free_share_shortens_the_epochs_in_the_job_and_its_estimate(home):
     from felix_train.estimate.counting import count
     from felix_train.spec import validate_spec
 
-    body = spec(num_epochs=2, engine={"entity_free_share": 0.5})
+    body = spec(num_epochs=2, engine={"entity_free_share": 0.2})
     estimate = count(validate_spec(body), home=home)
-    job = JobFolder("g2-entity-free-half", home)
+    job = JobFolder("g2-entity-free-fifth", home)
     assert run_job(body, job_id=job.id, home=home) == ExitCode.COMPLETE
     log = job.log_path.read_text()
-    per_epoch = int(re.search(r"\((\d+) per epoch: engine.entity_free_share 0.5 of the (\d+) entity-free\)", log)[1])
-    train = int(re.search(r"(\d+) train / \d+ eval records", log)[1])
-    assert per_epoch < train
+    found = re.search(r"(\d+) train / \d+ eval records \((\d+) per epoch: (\d+) of the (\d+) entity-free, "
+                      r"engine.entity_free_share 0.2\)", log)
+    train, per_epoch, kept, free = map(int, found.groups())
+    assert per_epoch == train - free + kept and kept < free
     assert list_checkpoints(job)[-1].step == 2 * -(-per_epoch // 8) == estimate.total_steps
     assert estimate.trained_records == 2 * per_epoch and not estimate.exact
 

@@ -13,8 +13,9 @@ next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for ins
 
 `epoch_order` length-groups the records: each epoch a seeded permutation cut into windows of 50
 batches, each window sorted by length, then the full batches in random order and a short last
-batch last; every record once per epoch (`engine.entity_free_share` < 1: a new seeded sample of
-the entity-free records), the order a function of (seed, epoch, global batch) alone. Pure Python at import (torch and transformers load inside `epoch_order`).
+batch last; every record once per epoch (or, where entity-free records are more than
+`engine.entity_free_share` of the data, a new seeded sample of them each epoch, as many as make up that
+share), the order a function of (seed, epoch, global batch) alone. Pure Python at import (torch and transformers load inside `epoch_order`).
 """
 
 from __future__ import annotations
@@ -196,9 +197,18 @@ def entity_free(record: dict) -> bool:
             and all(key in ("entities", "entity_descriptions") or not value for key, value in output.items()))
 
 
+def entity_free_kept(num_records: int, num_entity_free: int, entity_free_share: float) -> int:
+    """Entity-free records an epoch trains on: all of them, or as many as make up `entity_free_share` of the epoch
+    (`engine.entity_free_share` is the most they may be) where the data holds more."""
+    with_entities = num_records - num_entity_free
+    if entity_free_share >= 1 or with_entities == 0:
+        return num_entity_free
+    return min(num_entity_free, round(entity_free_share / (1 - entity_free_share) * with_entities))
+
+
 def epoch_size(num_records: int, num_entity_free: int, entity_free_share: float) -> int:
-    """Records in every epoch: all of them but the entity-free records left out (`engine.entity_free_share`)."""
-    return num_records - num_entity_free + round(entity_free_share * num_entity_free)
+    """Records in every epoch: those with an entity, and `entity_free_kept` entity-free ones."""
+    return num_records - num_entity_free + entity_free_kept(num_records, num_entity_free, entity_free_share)
 
 
 def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int, entity_free: list[int] | None = None,
@@ -207,8 +217,9 @@ def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int, e
 
     `felix_train.data.grouping.length_grouped_order` with transformers' mega-batches: batches of similar
     length (a batch's span grid is max words × max span width), in random order, seeded by (seed, epoch).
-    With `entity_free_share` < 1, the epoch holds every record but a seeded sample of the `entity_free`
-    indices (`epoch_size` records; a new sample each epoch), drawn from the same generator first.
+    Where the `entity_free` indices are more than `entity_free_share` of the records, the epoch holds every
+    other record and a seeded sample of `entity_free_kept` of them (`epoch_size` records; a new sample each
+    epoch, drawn from the same generator first); otherwise it is the plain order, draw for draw.
 
     Not gliner2's `LengthGroupedSampler`: it shares the idea but sorts ascending, keeps the longest
     records of the last window for the short batch and seeds `seed + epoch`, so every order, and every
@@ -220,9 +231,9 @@ def epoch_order(lengths: list[int], batch_size: int, *, seed: int, epoch: int, e
     from felix_train.data.grouping import length_grouped_order
 
     g = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
-    if not entity_free or entity_free_share >= 1.0:
+    keep = entity_free_kept(len(lengths), len(entity_free or []), entity_free_share)
+    if not entity_free or keep >= len(entity_free):
         return length_grouped_order(lengths, batch_size, generator=g)
-    keep = round(entity_free_share * len(entity_free))
     left_out = {entity_free[i] for i in torch.randperm(len(entity_free), generator=g)[keep:].tolist()}
     pool = [i for i in range(len(lengths)) if i not in left_out]
     return [pool[j] for j in length_grouped_order([lengths[i] for i in pool], batch_size, generator=g)]

@@ -66,10 +66,11 @@ def run(ctx: TrainContext) -> TrainResult:
                          level="WARN")
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in trainer.model.parameters())
-    share = spec.engine.entity_free_share
+    left_out = len(data.train) - trainer.epoch_size  # entity-free records beyond engine.entity_free_share
     reporter.log(f"{len(data.train)} train / {len(data.eval)} eval records"
-                 + (f" ({trainer.epoch_size} per epoch: engine.entity_free_share {share:g} of the "
-                    f"{len(trainer.entity_free)} entity-free)" if share < 1 else "")
+                 + (f" ({trainer.epoch_size} per epoch: {len(trainer.entity_free) - left_out} of the "
+                    f"{len(trainer.entity_free)} entity-free, engine.entity_free_share "
+                    f"{spec.engine.entity_free_share:g})" if left_out else "")
                  + (f"; mention replacement {spec.engine.mention_replacement:g}" if spec.engine.mention_replacement else "")
                  + f"; batch {config.batch_size} × accumulation "
                  f"{config.gradient_accumulation_steps}" + (f" × {trainer.world} processes" if trainer.world > 1 else "")

@@ -226,7 +226,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
 
     @property
     def epoch_size(self) -> int:
-        """Records per epoch: all but the entity-free records `engine.entity_free_share` leaves out."""
+        """Records per epoch: all but the entity-free records beyond `engine.entity_free_share` of the epoch."""
         share = self.ctx.spec.engine.entity_free_share
         return epoch_size(len(self.train_dataset), len(self.entity_free) if share < 1 else 0, share)
 
