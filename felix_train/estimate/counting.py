@@ -166,7 +166,7 @@ def count_gliner2(spec: JobSpec, datasets: list[ResolvedDataset], eval_ds: Resol
         train_c[name].reasons = dict(before[name].reasons)
     if eval_ds is not None:
         held_c = apply_policy([m for m, _ in loaded[eval_ds.name]], policy=policy, max_length=eng.max_length)[0]
-    n_free = sum(entity_free(rec) for tr, _ in parts.values() for rec in tr) if eng.entity_free_share < 1 else 0
+    n_free = sum(entity_free(rec) for tr, _ in parts.values() for rec in tr)
     counts = _fill(counts, spec, train_c, held_c, [d.name for d in datasets], hf=False, unit="words",
                    epoch_records=epoch_size(sum(c.records for c in train_c.values()), n_free, eng.entity_free_share))
     counts.max_length_seen = max((m.length for m in measured), default=0)

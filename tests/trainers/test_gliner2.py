@@ -484,7 +484,7 @@ def test_epoch_order_is_length_grouped_shuffled_and_deterministic():
     texts = [" ".join(["w"] * rng.randint(1, 60)) for _ in range(803)]
 
     def trainer():
-        return SimpleNamespace(_order_override={}, _lengths=None, global_batch_size=8,
+        return SimpleNamespace(_order_override={}, _lengths=None, global_batch_size=8, entity_free=[],
                                config=SimpleNamespace(seed=42), train_dataset=[(t, {}) for t in texts],
                                ctx=SimpleNamespace(spec=SimpleNamespace(engine=SimpleNamespace(entity_free_share=1.0))))
 

@@ -18,18 +18,14 @@ from __future__ import annotations
 import random
 import re
 
-ENTITY_KEYS = ("entities", "entity_descriptions")
+from felix_train.trainers.gliner2.data import entity_only
 
 
 def plain_entity_record(record: dict) -> bool:
-    """An entity record with at least one mention, every mention a string, and no other task."""
-    output = record.get("output") or {}
-    ents = output.get("entities")
-    if not isinstance(ents, dict) or not any(ents.values()):
-        return False
-    if any(value for key, value in output.items() if key not in ENTITY_KEYS):
-        return False
-    return all(isinstance(m, str) and m.strip() for mentions in ents.values() for m in mentions)
+    """An entity-only record (`data.entity_only`) with at least one mention, every mention a string."""
+    ents = entity_only(record)
+    return bool(ents) and any(ents.values()) and all(
+        isinstance(m, str) and m.strip() for mentions in ents.values() for m in mentions)
 
 
 def mention_pool(records: list[dict]) -> dict[str, list[str]]:

@@ -15,7 +15,8 @@ next to a dataset; the prepared JSONL lands in the job's `work/gliner2/` for ins
 batches, each window sorted by length, then the full batches in random order and a short last
 batch last; every record once per epoch (or, where entity-free records are more than
 `engine.entity_free_share` of the data, a new seeded sample of them each epoch, as many as make up that
-share), the order a function of (seed, epoch, global batch) alone. Pure Python at import (torch and transformers load inside `epoch_order`).
+share), the order a function of (seed, epoch, global batch) alone. Pure Python at import (torch and
+transformers load inside `epoch_order`).
 """
 
 from __future__ import annotations
@@ -189,12 +190,20 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def entity_free(record: dict) -> bool:
-    """True for an entity record with no mention of any label and no other task (no classification, relation...)."""
+def entity_only(record: dict) -> dict | None:
+    """The `entities` of a record that holds no other task (no classification, relation, structure), else None."""
     output = record.get("output") or {}
     ents = output.get("entities")
-    return (isinstance(ents, dict) and not any(ents.values())
-            and all(key in ("entities", "entity_descriptions") or not value for key, value in output.items()))
+    if not isinstance(ents, dict) or any(value for key, value in output.items()
+                                         if key not in ("entities", "entity_descriptions")):
+        return None
+    return ents
+
+
+def entity_free(record: dict) -> bool:
+    """True for an entity-only record (`entity_only`) with no mention of any label."""
+    ents = entity_only(record)
+    return ents is not None and not any(ents.values())
 
 
 def entity_free_kept(num_records: int, num_entity_free: int, entity_free_share: float) -> int:

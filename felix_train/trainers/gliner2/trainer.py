@@ -227,8 +227,7 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
     @property
     def epoch_size(self) -> int:
         """Records per epoch: all but the entity-free records beyond `engine.entity_free_share` of the epoch."""
-        share = self.ctx.spec.engine.entity_free_share
-        return epoch_size(len(self.train_dataset), len(self.entity_free) if share < 1 else 0, share)
+        return epoch_size(len(self.train_dataset), len(self.entity_free), self.ctx.spec.engine.entity_free_share)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -262,9 +261,9 @@ class FelixGLiNER2Trainer(ExtractorTrainer):
             return list(self._order_override[epoch])
         if self._lengths is None:
             self._lengths = [len(text.split()) for text, _ in (self.train_dataset[i] for i in range(len(self.train_dataset)))]
-        share = self.ctx.spec.engine.entity_free_share
         return length_grouped_order(self._lengths, self.global_batch_size, seed=self.config.seed, epoch=epoch,
-                                    entity_free=self.entity_free if share < 1 else None, entity_free_share=share)
+                                    entity_free=self.entity_free,
+                                    entity_free_share=self.ctx.spec.engine.entity_free_share)
 
     def train_item(self, index: int, epoch: int) -> tuple[str, dict]:
         """Training record `index` as the collator takes it, in epoch `epoch`: with `engine.mention_replacement`,
